@@ -1,0 +1,512 @@
+"""Layers with handwritten forward and backward passes, and the paper's seven architectures.
+
+Every layer is a small class with the same three methods (CS231n's layers, as objects):
+    forward(x, train=True) -> out      saves on self what backward needs
+    backward(dout) -> dx               overwrites the layer's gradient buffers, returns dx
+    params() -> (name, param, grad)    every trainable array and its gradient buffer
+Gradient buffers are allocated once, at construction, and written in place every step, so a
+step allocates no weight-sized array and the (param, grad) pairs handed to the optimizer stay
+valid for the whole run.
+
+Arrays are NumPy or CuPy; one code path serves both (Chainer's get_array_module idiom).
+Parameters are drawn on the CPU from a seeded numpy Generator and moved once with to_device,
+so a seed gives the same network on either backend.
+"""
+import math
+
+import numpy as np
+
+try:
+    import cupy
+except ImportError:  # no GPU stack: NumPy only
+    cupy = None
+
+
+def get_array_module(x):
+    """numpy or cupy, whichever x lives in."""
+    return cupy.get_array_module(x) if cupy is not None else np
+
+
+def gpu_available():
+    if cupy is None:
+        return False
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # cupy installed but no driver or no device
+        return False
+
+
+def to_device(model, xp):
+    """Move every float array a layer holds (weights, gradient buffers, BN statistics) to xp."""
+    for layer in model.layers:
+        for key, value in vars(layer).items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == 'f':
+                setattr(layer, key, xp.asarray(value))
+    return model
+
+
+def he_normal(rng, shape, fan_in, dtype):
+    """He/Kaiming init by fan-in: N(0, 2 / fan_in), drawn in the target dtype (no float64 copy)."""
+    W = rng.standard_normal(shape, dtype=dtype)
+    W *= math.sqrt(2.0 / fan_in)
+    return W
+
+
+def conv_out_size(h, k, stride, pad):
+    return (h + 2 * pad - k) // stride + 1
+
+
+# ----------------------------------------------------------------------------- layers
+
+class Linear:
+    """Fully-connected layer. x: (N, D) -> out: (N, M) = x @ W + b, W: (D, M)."""
+
+    def __init__(self, d_in, d_out, rng, bias=True, conv_like=False, dtype=np.float32):
+        self.W = he_normal(rng, (d_in, d_out), d_in, dtype)
+        self.dW = np.zeros_like(self.W)
+        self.b = np.zeros(d_out, dtype) if bias else None
+        self.db = np.zeros(d_out, dtype) if bias else None
+        self.conv_like = conv_like  # gets lam_conv under beta-LASSO (blasso.param_groups)
+
+    def forward(self, x, train=True):
+        self.x = x
+        out = x @ self.W
+        if self.b is not None:
+            out += self.b
+        return out
+
+    def backward(self, dout, need_dx=True):
+        xp = get_array_module(dout)
+        xp.matmul(self.x.T, dout, out=self.dW)
+        if self.b is not None:
+            dout.sum(axis=0, out=self.db)
+        return dout @ self.W.T if need_dx else None
+
+    def params(self):
+        yield 'W', self.W, self.dW
+        if self.b is not None:
+            yield 'b', self.b, self.db
+
+    def __repr__(self):
+        return f'Linear({self.W.shape[0]}, {self.W.shape[1]}, bias={self.b is not None})'
+
+
+def im2col(x, k, stride, pad):
+    """x: (N, C, H, W) -> cols: (H', W', N, C, k, k), H' = (H + 2*pad - k) // stride + 1.
+
+    Position-major, so Conv2d reads it as one matrix (H'*W'*N, C*k*k) and Local2d as a stack of
+    per-position matrices (H'*W', N, C*k*k), both without a copy. Chainer's im2col_cpu: a loop
+    over the k*k kernel offsets, each a strided slice, so it runs the same on NumPy and CuPy.
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    h_out, w_out = conv_out_size(h, k, stride, pad), conv_out_size(w, k, stride, pad)
+    if pad:
+        x = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    cols = xp.empty((h_out, w_out, n, c, k, k), dtype=x.dtype)
+    for i in range(k):
+        for j in range(k):
+            patch = x[:, :, i:i + stride * h_out:stride, j:j + stride * w_out:stride]  # (N, C, H', W')
+            cols[:, :, :, :, i, j] = patch.transpose(2, 3, 0, 1)
+    return cols
+
+
+def col2im(cols, x_shape, k, stride, pad):
+    """The adjoint of im2col: cols (H', W', N, C, k, k) -> dx (N, C, H, W), overlaps summed."""
+    xp = get_array_module(cols)
+    n, c, h, w = x_shape
+    h_out, w_out = cols.shape[:2]
+    dx = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=cols.dtype)
+    for i in range(k):
+        for j in range(k):
+            dx[:, :, i:i + stride * h_out:stride, j:j + stride * w_out:stride] += \
+                cols[:, :, :, :, i, j].transpose(2, 3, 0, 1)
+    return dx[:, :, pad:pad + h, pad:pad + w]
+
+
+class Conv2d:
+    """Convolution, one filter shared by every position.
+    x: (N, C, H, W) -> out: (N, F, H', W'), H' = (H + 2*pad - k) // stride + 1.
+    W: (C*k*k, F), the same layout as one position of Local2d's weights.
+    """
+
+    def __init__(self, c_in, c_out, k, stride, pad, rng, conv_like=True, dtype=np.float32):
+        self.k, self.stride, self.pad = k, stride, pad
+        self.W = he_normal(rng, (c_in * k * k, c_out), c_in * k * k, dtype)
+        self.dW = np.zeros_like(self.W)
+        self.conv_like = conv_like
+
+    def forward(self, x, train=True):
+        self.x_shape = x.shape
+        self.cols = im2col(x, self.k, self.stride, self.pad)  # (H', W', N, C, k, k)
+        h_out, w_out, n = self.cols.shape[:3]
+        out = self.cols.reshape(-1, self.W.shape[0]) @ self.W  # (H'*W'*N, F)
+        return out.reshape(h_out, w_out, n, -1).transpose(2, 3, 0, 1)  # (N, F, H', W'), a view
+
+    def backward(self, dout, need_dx=True):
+        xp = get_array_module(dout)
+        ckk, f = self.W.shape
+        dout = dout.transpose(2, 3, 0, 1).reshape(-1, f)  # (H'*W'*N, F)
+        xp.matmul(self.cols.reshape(-1, ckk).T, dout, out=self.dW)
+        if not need_dx:
+            return None
+        dcols = (dout @ self.W.T).reshape(self.cols.shape)  # (H', W', N, C, k, k)
+        return col2im(dcols, self.x_shape, self.k, self.stride, self.pad)
+
+    def params(self):
+        yield 'W', self.W, self.dW
+
+    def __repr__(self):
+        ckk, f = self.W.shape
+        return f'Conv2d({ckk // self.k ** 2}, {f}, k={self.k}, stride={self.stride}, pad={self.pad})'
+
+
+class Local2d:
+    """Locally connected layer: Conv2d's geometry, but its own filter at every output position.
+    x: (N, C, H, W) -> out: (N, F, H', W'), H' = (H + 2*pad - k) // stride + 1.
+    W: (P, C*k*k, F) with P = H'*W'. Forward and backward are batched matrix products over the
+    P positions on contiguous operands; no Python loop over positions, no unfold + einsum.
+    """
+
+    def __init__(self, c_in, c_out, k, stride, pad, h, w, rng, conv_like=True, dtype=np.float32):
+        self.k, self.stride, self.pad = k, stride, pad
+        positions = conv_out_size(h, k, stride, pad) * conv_out_size(w, k, stride, pad)
+        self.W = he_normal(rng, (positions, c_in * k * k, c_out), c_in * k * k, dtype)
+        self.dW = np.zeros_like(self.W)
+        self.conv_like = conv_like
+
+    def forward(self, x, train=True):
+        self.x_shape = x.shape
+        self.cols = im2col(x, self.k, self.stride, self.pad)  # (H', W', N, C, k, k)
+        h_out, w_out, n = self.cols.shape[:3]
+        p, ckk, f = self.W.shape
+        out = self.cols.reshape(p, n, ckk) @ self.W  # (P, N, F)
+        return out.reshape(h_out, w_out, n, f).transpose(2, 3, 0, 1)  # (N, F, H', W'), a view
+
+    def backward(self, dout, need_dx=True):
+        xp = get_array_module(dout)
+        p, ckk, f = self.W.shape
+        n = dout.shape[0]
+        dout = dout.transpose(2, 3, 0, 1).reshape(p, n, f)  # (P, N, F)
+        xp.matmul(self.cols.reshape(p, n, ckk).transpose(0, 2, 1), dout, out=self.dW)
+        if not need_dx:
+            return None
+        dcols = (dout @ self.W.transpose(0, 2, 1)).reshape(self.cols.shape)  # (H', W', N, C, k, k)
+        return col2im(dcols, self.x_shape, self.k, self.stride, self.pad)
+
+    def params(self):
+        yield 'W', self.W, self.dW
+
+    def __repr__(self):
+        p, ckk, f = self.W.shape
+        return f'Local2d({ckk // self.k ** 2}, {f}, k={self.k}, stride={self.stride}, pad={self.pad}, positions={p})'
+
+
+class BatchNorm:
+    """Batch normalisation over N (and H, W) per feature.
+    x: (N, F) or (N, F, H, W) -> same shape. Batch statistics in training, running statistics
+    in evaluation; momentum 0.1, eps 1e-5 and an unbiased running variance, as PyTorch.
+    """
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype=np.float32):
+        self.gamma, self.beta = np.ones(num_features, dtype), np.zeros(num_features, dtype)
+        self.dgamma, self.dbeta = np.zeros(num_features, dtype), np.zeros(num_features, dtype)
+        self.running_mean = np.zeros(num_features, dtype)
+        self.running_var = np.ones(num_features, dtype)
+        self.momentum, self.eps = momentum, eps
+
+    def forward(self, x, train=True):
+        self.axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        self.shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcasts (F,) against x
+        if train:
+            mean = x.mean(axis=self.axes, keepdims=True)
+            var = x.var(axis=self.axes, keepdims=True)
+            n = x.size // x.shape[1]
+            m = self.momentum
+            self.running_mean *= 1 - m
+            self.running_mean += m * mean.reshape(-1)
+            self.running_var *= 1 - m
+            self.running_var += m * n / max(n - 1, 1) * var.reshape(-1)
+        else:
+            mean, var = self.running_mean.reshape(self.shape), self.running_var.reshape(self.shape)
+        self.rstd = 1 / (var + self.eps) ** 0.5
+        self.xhat = (x - mean) * self.rstd
+        return self.xhat * self.gamma.reshape(self.shape) + self.beta.reshape(self.shape)
+
+    def backward(self, dout):
+        n = dout.size // dout.shape[1]
+        (dout * self.xhat).sum(axis=self.axes, out=self.dgamma)
+        dout.sum(axis=self.axes, out=self.dbeta)
+        # the compact form of dx: mean(dxhat) = gamma*dbeta/n, mean(dxhat*xhat) = gamma*dgamma/n
+        scale = self.gamma.reshape(self.shape) * self.rstd
+        return scale * (dout - self.dbeta.reshape(self.shape) / n
+                        - self.xhat * (self.dgamma.reshape(self.shape) / n))
+
+    def params(self):
+        yield 'gamma', self.gamma, self.dgamma
+        yield 'beta', self.beta, self.dbeta
+
+    def buffers(self):
+        yield 'running_mean', self.running_mean
+        yield 'running_var', self.running_var
+
+    def __repr__(self):
+        return f'BatchNorm({self.gamma.size})'
+
+
+class ReLU:
+    """x: any shape -> max(x, 0), same shape."""
+
+    def forward(self, x, train=True):
+        xp = get_array_module(x)
+        self.mask = x > 0
+        return xp.maximum(x, 0)
+
+    def backward(self, dout):
+        return dout * self.mask
+
+    def params(self):
+        return ()
+
+    def __repr__(self):
+        return 'ReLU()'
+
+
+class Flatten:
+    """x: (N, C, H, W) -> (N, C*H*W)."""
+
+    def forward(self, x, train=True):
+        self.shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self.shape)
+
+    def params(self):
+        return ()
+
+    def __repr__(self):
+        return 'Flatten()'
+
+
+class Dropout:
+    """Inverted dropout: zero each unit with probability p in training, scale the rest by 1/(1-p).
+    The mask generator is reseeded from (seed, number of calls), so a resumed run draws the same
+    masks; the call count is a buffer and travels with checkpoints.
+    """
+
+    def __init__(self, p, seed=0):
+        self.p, self.seed = p, seed
+        self.calls = np.zeros(1, np.int64)
+
+    def forward(self, x, train=True):
+        if not train or self.p == 0:
+            self.mask = None
+            return x
+        xp = get_array_module(x)
+        rng = xp.random.RandomState((self.seed * 1_000_003 + int(self.calls[0])) % 2 ** 32)
+        self.calls += 1
+        self.mask = (rng.random_sample(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(1 - self.p)
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout if self.mask is None else dout * self.mask
+
+    def params(self):
+        return ()
+
+    def buffers(self):
+        yield 'calls', self.calls
+
+    def __repr__(self):
+        return f'Dropout({self.p})'
+
+
+def softmax_cross_entropy(logits, y):
+    """logits: (N, K), y: (N,) ints -> (mean loss as a 0-d array, dlogits (N, K))."""
+    xp = get_array_module(logits)
+    n = logits.shape[0]
+    rows = xp.arange(n)
+    shifted = logits - logits.max(axis=1, keepdims=True)  # max-shift: exp never overflows
+    log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_probs[rows, y].mean()
+    dlogits = xp.exp(log_probs)
+    dlogits[rows, y] -= 1
+    dlogits /= n
+    return loss, dlogits
+
+
+class Sequential:
+    """A list of layers run in order; backward runs them in reverse."""
+
+    def __init__(self, layers):
+        self.layers = layers
+
+    def forward(self, x, train=True):
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def backward(self, dout, need_dx=True):
+        """dout: dL/dlogits -> dL/dx. With need_dx=False the first weight layer skips its input
+        gradient (for S-FC at batch 512 that is a third of the first layer's backward)."""
+        first = next(i for i, layer in enumerate(self.layers) if any(True for _ in layer.params()))
+        for i in range(len(self.layers) - 1, -1, -1):
+            if i == first and not need_dx:
+                self.layers[i].backward(dout, need_dx=False)
+                return None
+            dout = self.layers[i].backward(dout)
+        return dout
+
+    def params(self):
+        for i, layer in enumerate(self.layers):
+            for name, p, g in layer.params():
+                yield f'{i}.{name}', p, g
+
+    def buffers(self):
+        for i, layer in enumerate(self.layers):
+            for name, b in getattr(layer, 'buffers', tuple)():
+                yield f'{i}.{name}', b
+
+    def num_params(self):
+        return sum(p.size for _, p, _ in self.params())
+
+    def __repr__(self):
+        lines = [f'  ({i}) {layer!r}' for i, layer in enumerate(self.layers)]
+        return 'Sequential(\n' + '\n'.join(lines) + f'\n)  # {self.num_params():,} parameters'
+
+
+# ----------------------------------------------------------------------------- architectures
+# Paper Fig. 1 and Tables 3/4. Every weight layer but the last is followed by batch-norm and
+# ReLU, so it carries no bias; the last layer does. "Same" padding, no pooling anywhere.
+# Dropout, when asked for, goes on the inputs of the last two FC layers (paper App. A.2).
+
+D_CONV_PLAN = [(1, 1), (2, 2), (2, 1), (4, 2), (4, 1), (8, 2), (8, 1), (16, 2)]  # (channels/alpha, stride)
+
+
+def _bn_relu(layer, num_features, dtype):
+    return [layer, BatchNorm(num_features, dtype=dtype), ReLU()]
+
+
+def _head(d_in, hidden, num_classes, rng, dropout, seed, dtype):
+    """FC(hidden) + BN + ReLU, then FC(num_classes) with bias; dropout before each if asked."""
+    drop = (lambda i: [Dropout(dropout, seed + i)]) if dropout else (lambda i: [])
+    return (drop(0) + _bn_relu(Linear(d_in, hidden, rng, bias=False, dtype=dtype), hidden, dtype)
+            + drop(1) + [Linear(hidden, num_classes, rng, dtype=dtype)])
+
+
+def _shallow(kind, alpha, num_classes, image_size, in_channels, rng, dropout, seed, dtype):
+    """S-CONV / S-LOCAL / S-FC: a 9x9 stride-2 layer of alpha channels (or its LOCAL / FC
+    counterpart), then FC(24*alpha), then FC(num_classes)."""
+    s, c = image_size, in_channels
+    h = conv_out_size(s, 9, 2, 4)  # 16 at s = 32
+    units = alpha * h * h
+    if kind == 'conv':
+        first = [Conv2d(c, alpha, 9, 2, 4, rng, dtype=dtype)]
+    elif kind == 'local':
+        first = [Local2d(c, alpha, 9, 2, 4, s, s, rng, dtype=dtype)]
+    else:  # the FC counterpart has exactly as many units as the conv's output map
+        first = [Flatten(), Linear(c * s * s, units, rng, bias=False, conv_like=True, dtype=dtype)]
+    bn = BatchNorm(units if kind == 'fc' else alpha, dtype=dtype)
+    tail = [] if kind == 'fc' else [Flatten()]
+    return Sequential(first + [bn, ReLU()] + tail
+                      + _head(units, 24 * alpha, num_classes, rng, dropout, seed, dtype))
+
+
+def _deep(kind, alpha, num_classes, image_size, in_channels, rng, dropout, seed, dtype):
+    """D-CONV / D-LOCAL / D-FC: eight 3x3 layers (D_CONV_PLAN, or their LOCAL / FC
+    counterparts), then FC(64*alpha), then FC(num_classes)."""
+    layers = [] if kind != 'fc' else [Flatten()]
+    c, h = in_channels, image_size
+    for mult, stride in D_CONV_PLAN:
+        c_out, h_out = mult * alpha, conv_out_size(h, 3, stride, 1)
+        if kind == 'conv':
+            layer, features = Conv2d(c, c_out, 3, stride, 1, rng, dtype=dtype), c_out
+        elif kind == 'local':
+            layer, features = Local2d(c, c_out, 3, stride, 1, h, h, rng, dtype=dtype), c_out
+        else:
+            layer = Linear(c * h * h, c_out * h_out * h_out, rng, bias=False, conv_like=True, dtype=dtype)
+            features = c_out * h_out * h_out
+        layers += _bn_relu(layer, features, dtype)
+        c, h = c_out, h_out
+    if kind != 'fc':
+        layers.append(Flatten())
+    return Sequential(layers + _head(c * h * h, 64 * alpha, num_classes, rng, dropout, seed, dtype))
+
+
+def s_conv(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, dropout=0.0, seed=0, dtype=np.float32):
+    """S-CONV (Fig. 1, Table 4): 6s²α² + (243 + 24c)α weights."""
+    return _shallow('conv', alpha, num_classes, image_size, in_channels, rng, dropout, seed, dtype)
+
+
+def s_local(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, dropout=0.0, seed=0, dtype=np.float32):
+    """S-LOCAL (Table 4): 6s²α² + (243s²/4 + 24c)α weights."""
+    return _shallow('local', alpha, num_classes, image_size, in_channels, rng, dropout, seed, dtype)
+
+
+def s_fc(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, dropout=0.0, seed=0, dtype=np.float32):
+    """S-FC (Table 4): 3s² -> αs²/4 -> 24α -> c, 6s²α² + (3s⁴/4 + 24c)α weights."""
+    return _shallow('fc', alpha, num_classes, image_size, in_channels, rng, dropout, seed, dtype)
+
+
+def d_conv(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, dropout=0.0, seed=0, dtype=np.float32):
+    """D-CONV (Fig. 1, Table 3): conv_k has 9·2^(k-1)α² weights (conv1 27α), fc1 4s²α²,
+    fc2 64cα; in all 2286α² + 4s²α² + (27 + 64c)α, the paper's ≈ (9·2⁸ + 4s²)α² + (27 + 64c)α."""
+    return _deep('conv', alpha, num_classes, image_size, in_channels, rng, dropout, seed, dtype)
+
+
+def d_local(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, dropout=0.0, seed=0, dtype=np.float32):
+    """D-LOCAL: a true locally connected D-CONV, 9·c_in·c_out weights at each output position:
+    45s²α² + 4s²α² + (27s² + 64c)α ≈ 11.7M at α=15. The paper's Table 3 column (13s²α², 3.42M)
+    counts conv2..8 as 9s²α²/2^(k-1), which no locally connected layer with this geometry has;
+    we build the real thing (PAPER-NOTES §1)."""
+    return _deep('local', alpha, num_classes, image_size, in_channels, rng, dropout, seed, dtype)
+
+
+def d_fc(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, dropout=0.0, seed=0, dtype=np.float32):
+    """D-FC (Table 3): every conv replaced by a dense layer with as many units as its output
+    map; conv1 3s⁴α, conv_k s⁴α²/2^(k-1), fc1 4s²α², fc2 64cα."""
+    return _deep('fc', alpha, num_classes, image_size, in_channels, rng, dropout, seed, dtype)
+
+
+def three_fc(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, dropout=0.0, seed=0,
+             dtype=np.float32, width=None):
+    """3-FC (App. A.1): two hidden layers of `width` units. The default width gives it as many
+    weights as S-FC at this alpha (≈ 14.5k units at α=150)."""
+    d_in = in_channels * image_size * image_size
+    if width is None:
+        target = s_fc_num_weights(alpha, num_classes, image_size, in_channels)
+        b = d_in + num_classes  # solve width² + (d_in + c)·width = target
+        width = round((-b + math.sqrt(b * b + 4 * target)) / 2)
+    first = _bn_relu(Linear(d_in, width, rng, bias=False, dtype=dtype), width, dtype)
+    return Sequential([Flatten()] + first + _head(width, width, num_classes, rng, dropout, seed, dtype))
+
+
+def s_fc_num_weights(alpha, num_classes=10, image_size=32, in_channels=3):
+    """S-FC's weight count, 6s²α² + (3s⁴/4 + 24c)α at s = 32, without building it."""
+    units = alpha * conv_out_size(image_size, 9, 2, 4) ** 2
+    return in_channels * image_size ** 2 * units + units * 24 * alpha + 24 * alpha * num_classes
+
+
+ARCHS = {'d_conv': d_conv, 'd_local': d_local, 'd_fc': d_fc,
+         's_conv': s_conv, 's_local': s_local, 's_fc': s_fc, 'three_fc': three_fc}
+
+
+def build(arch, alpha, num_classes=10, image_size=32, in_channels=3, seed=0, width=None,
+          dtype='float32', dropout=0.0):
+    """The one entry point: a NumPy model of `arch` at base width `alpha` (move it with to_device).
+    Returns a Sequential with forward(x (N, C, H, W)) -> logits, backward, params, num_params."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, np.integer)) or alpha <= 0:
+        raise ValueError(f'alpha must be a positive integer (the base channel count), got {alpha!r}')
+    if width is not None and (not isinstance(width, (int, np.integer)) or width <= 0):
+        raise ValueError(f'width must be a positive integer, got {width!r}')
+    if not 0 <= dropout < 1:
+        raise ValueError(f'dropout must be in [0, 1), got {dropout!r}')
+    rng = np.random.default_rng(seed)
+    kwargs = dict(num_classes=num_classes, image_size=image_size, in_channels=in_channels, rng=rng,
+                  dropout=dropout, seed=seed, dtype=np.dtype(dtype))
+    if arch == 'three_fc':
+        return three_fc(int(alpha), width=width, **kwargs)
+    return ARCHS[arch](int(alpha), **kwargs)

@@ -1,0 +1,125 @@
+"""Every layer's dx and parameter gradients against centred differences, in float64."""
+import numpy as np
+import pytest
+
+import models
+from helpers import numerical_grad, rel_error
+
+F64 = np.float64
+
+
+def check_layer(layer, x, tol, need_dx=True):
+    """Forward, backward with a random dout, then compare dx and every param's gradient."""
+    rng = np.random.default_rng(1)
+    out = layer.forward(x, train=True)
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(dout)
+    f = lambda: layer.forward(x, train=True)  # noqa: E731
+    errors = {'x': rel_error(dx, numerical_grad(f, x, dout))}
+    for name, p, g in layer.params():
+        analytic = g.copy()  # the numeric check reruns forward, not backward; copy anyway
+        errors[name] = rel_error(analytic, numerical_grad(f, p, dout))
+    for name, err in errors.items():
+        assert err < tol, f'{layer!r}: d{name} rel error {err:.2e} >= {tol:g} (x {x.shape})'
+    return errors
+
+
+def test_linear():
+    rng = np.random.default_rng(0)
+    check_layer(models.Linear(7, 5, rng, dtype=F64), rng.standard_normal((4, 7)), 1e-7)
+    check_layer(models.Linear(7, 5, rng, bias=False, dtype=F64), rng.standard_normal((4, 7)), 1e-7)
+
+
+@pytest.mark.parametrize('c_in,c_out,k,stride,pad', [
+    (3, 4, 3, 1, 1), (3, 4, 3, 2, 1), (2, 5, 3, 1, 0), (2, 5, 3, 2, 0), (3, 2, 5, 2, 2)])
+def test_conv2d(c_in, c_out, k, stride, pad):
+    rng = np.random.default_rng(0)
+    layer = models.Conv2d(c_in, c_out, k, stride, pad, rng, dtype=F64)
+    check_layer(layer, rng.standard_normal((2, c_in, 7, 6)), 1e-7)
+
+
+@pytest.mark.parametrize('c_in,c_out,k,stride,pad', [
+    (3, 4, 3, 1, 1), (3, 4, 3, 2, 1), (2, 5, 3, 1, 0), (2, 5, 3, 2, 0), (3, 2, 5, 2, 2)])
+def test_local2d(c_in, c_out, k, stride, pad):
+    rng = np.random.default_rng(0)
+    layer = models.Local2d(c_in, c_out, k, stride, pad, 7, 6, rng, dtype=F64)
+    check_layer(layer, rng.standard_normal((2, c_in, 7, 6)), 1e-7)
+
+
+@pytest.mark.parametrize('shape', [(6, 5), (4, 3, 5, 4)])
+def test_batchnorm(shape):
+    rng = np.random.default_rng(0)
+    layer = models.BatchNorm(shape[1], dtype=F64)
+    layer.gamma[:] = rng.uniform(0.5, 1.5, shape[1])
+    layer.beta[:] = rng.standard_normal(shape[1])
+    check_layer(layer, 3 * rng.standard_normal(shape) + 1, 1e-6)
+
+
+def test_relu():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 5))
+    x[np.abs(x) < 1e-3] = 0.5  # keep away from the kink, where differences are undefined
+    check_layer(models.ReLU(), x, 1e-7)
+
+
+def test_flatten():
+    check_layer(models.Flatten(), np.random.default_rng(0).standard_normal((2, 3, 4, 4)), 1e-7)
+
+
+def test_dropout_gradient_and_scale():
+    rng = np.random.default_rng(0)
+    layer = models.Dropout(0.3, seed=5)
+    x = rng.standard_normal((50, 40))
+    out = layer.forward(x)
+    dout = rng.standard_normal(out.shape)
+    dx = layer.backward(dout)
+
+    def f():  # the same mask every call: rewind the call counter the mask seed comes from
+        layer.calls[:] = 0
+        return layer.forward(x)
+    layer.calls[:] = 0
+    assert rel_error(dx, numerical_grad(f, x, dout)) < 1e-7
+    kept = layer.mask != 0
+    assert abs(kept.mean() - 0.7) < 0.05, kept.mean()
+    assert np.allclose(out[kept], x[kept] / 0.7) and np.all(out[~kept] == 0)
+    assert layer.forward(x, train=False) is x  # identity in evaluation
+
+
+def test_softmax_cross_entropy():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((5, 4))
+    y = rng.integers(0, 4, 5)
+    loss, dlogits = models.softmax_cross_entropy(logits, y)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert np.isclose(loss, -np.log(probs[np.arange(5), y]).mean())
+    numeric = numerical_grad(lambda: models.softmax_cross_entropy(logits, y)[0], logits, 1.0)
+    assert rel_error(dlogits, numeric) < 1e-7
+    # stable for huge logits, where a naive softmax overflows
+    big_loss, big_d = models.softmax_cross_entropy(logits * 1e4, y)
+    assert np.isfinite(big_loss) and np.all(np.isfinite(big_d))
+
+
+def test_batchnorm_running_statistics_and_eval():
+    rng = np.random.default_rng(0)
+    layer = models.BatchNorm(3, dtype=F64)
+    x = 2 * rng.standard_normal((10, 3, 4, 4)) + 5
+    layer.forward(x, train=True)
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)  # PyTorch: unbiased
+    assert np.allclose(layer.running_mean, 0.1 * mean)
+    assert np.allclose(layer.running_var, 0.9 + 0.1 * var)
+    out = layer.forward(x, train=False)
+    expected = (x - layer.running_mean[None, :, None, None]) / np.sqrt(layer.running_var[None, :, None, None] + 1e-5)
+    assert np.allclose(out, expected)
+
+
+def test_float32_stays_float32():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    for arch in models.ARCHS:
+        model = models.build(arch, 2, image_size=8)
+        logits = model.forward(x)
+        loss, dlogits = models.softmax_cross_entropy(logits, np.array([1, 2]))
+        dx = model.backward(dlogits)
+        assert logits.dtype == dx.dtype == loss.dtype == np.float32, arch
+        for name, p, g in model.params():
+            assert p.dtype == g.dtype == np.float32, (arch, name)

@@ -1,0 +1,202 @@
+"""Whole architectures: gradients end to end, the paper's FC ⊃ LOCAL ⊃ CONV hierarchy made
+executable, and parameter counts against the formulas of Tables 3/4."""
+import numpy as np
+import pytest
+
+import models
+from helpers import numerical_grad, rel_error
+
+
+@pytest.mark.parametrize('arch', list(models.ARCHS))
+def test_model_gradients(arch):
+    """Numeric gradient of the loss w.r.t. every parameter array (40 sampled entries of each)."""
+    rng = np.random.default_rng(0)
+    model = models.build(arch, 2, image_size=8, dtype='float64', seed=3)
+    x = rng.standard_normal((4, 3, 8, 8))
+    y = np.array([0, 3, 7, 9])
+    loss_of = lambda: models.softmax_cross_entropy(model.forward(x), y)[0]  # noqa: E731
+    _, dlogits = models.softmax_cross_entropy(model.forward(x), y)
+    dx = model.backward(dlogits)
+    assert rel_error(dx, numerical_grad(loss_of, x, 1.0, h=1e-6)) < 1e-5, f'{arch}: dx'
+    for name, p, g in model.params():
+        idx = rng.choice(p.size, min(p.size, 40), replace=False)
+        numeric = numerical_grad(loss_of, p, 1.0, h=1e-6, indices=idx)
+        err = rel_error(g.reshape(-1)[idx], numeric.reshape(-1)[idx])
+        assert err < 1e-5, f'{arch}: d{name} {p.shape} rel error {err:.2e}'
+
+
+def test_need_dx_false_skips_input_gradient_only():
+    rng = np.random.default_rng(0)
+    model = models.build('s_fc', 2, image_size=8, dtype='float64')
+    x = rng.standard_normal((4, 3, 8, 8))
+    _, dlogits = models.softmax_cross_entropy(model.forward(x), np.arange(4))
+    model.backward(dlogits)
+    grads = [g.copy() for _, _, g in model.params()]
+    assert model.backward(dlogits, need_dx=False) is None
+    for before, (name, _, g) in zip(grads, model.params()):
+        assert np.array_equal(before, g), name
+
+
+def naive_conv(x, W, k, stride, pad):
+    """The 4-loop reference: out[n, f, i, j] = sum_{c,a,b} xpad[n, c, i*s + a, j*s + b] W[c, a, b, f]."""
+    n, c, h, w = x.shape
+    W = W.reshape(c, k, k, -1)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    h_out, w_out = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    out = np.zeros((n, W.shape[-1], h_out, w_out))
+    for i in range(h_out):
+        for j in range(w_out):
+            patch = xp[:, :, i * stride:i * stride + k, j * stride:j * stride + k]
+            out[:, :, i, j] = np.tensordot(patch, W, axes=([1, 2, 3], [0, 1, 2]))
+    return out
+
+
+@pytest.mark.parametrize('k,stride,pad', [(3, 1, 1), (3, 2, 1), (9, 2, 4), (3, 2, 0)])
+def test_conv_equals_naive_loop(k, stride, pad):
+    rng = np.random.default_rng(0)
+    conv = models.Conv2d(3, 5, k, stride, pad, rng, dtype=np.float64)
+    x = rng.standard_normal((2, 3, 10, 9))
+    assert np.allclose(conv.forward(x), naive_conv(x, conv.W, k, stride, pad))
+
+
+@pytest.mark.parametrize('k,stride,pad', [(3, 1, 1), (3, 2, 1), (9, 2, 4)])
+def test_local_with_tied_filters_equals_conv(k, stride, pad):
+    """LOCAL ⊃ CONV: a locally connected layer whose P filters are all equal is the conv."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 10, 10))
+    conv = models.Conv2d(2, 4, k, stride, pad, rng, dtype=np.float64)
+    local = models.Local2d(2, 4, k, stride, pad, 10, 10, rng, dtype=np.float64)
+    local.W[:] = conv.W  # broadcast the one filter bank to every position
+    out = conv.forward(x)
+    assert np.allclose(local.forward(x), out)
+    dout = rng.standard_normal(out.shape)
+    assert np.allclose(local.backward(dout), conv.backward(dout))
+    # weight sharing is a sum: the conv's gradient is the local gradient summed over positions
+    assert np.allclose(local.dW.sum(axis=0), conv.dW)
+
+
+def fc_embedding(conv, c, h, w):
+    """The dense (C*H*W, F*H'*W') matrix that computes conv on flattened inputs."""
+    k, s, pad = conv.k, conv.stride, conv.pad
+    Wc = conv.W.reshape(c, k, k, -1)
+    f = Wc.shape[-1]
+    h_out, w_out = models.conv_out_size(h, k, s, pad), models.conv_out_size(w, k, s, pad)
+    dense = np.zeros((c, h, w, f, h_out, w_out))
+    for i in range(h_out):
+        for j in range(w_out):
+            for a in range(k):
+                for b in range(k):
+                    r, q = i * s + a - pad, j * s + b - pad
+                    if 0 <= r < h and 0 <= q < w:
+                        dense[:, r, q, :, i, j] = Wc[:, a, b, :]
+    return dense.reshape(c * h * w, f * h_out * w_out)
+
+
+def test_fc_embedding_of_conv_equals_conv():
+    """FC ⊃ CONV: a Linear layer holding the conv's scattered weights is the conv."""
+    rng = np.random.default_rng(0)
+    conv = models.Conv2d(3, 4, 9, 2, 4, rng, dtype=np.float64)
+    fc = models.Linear(3 * 12 * 12, 4 * 6 * 6, rng, bias=False, dtype=np.float64)
+    fc.W[:] = fc_embedding(conv, 3, 12, 12)
+    x = rng.standard_normal((2, 3, 12, 12))
+    assert np.allclose(fc.forward(x.reshape(2, -1)), conv.forward(x).reshape(2, -1))
+    nonzero = np.count_nonzero(fc.W)
+    assert nonzero < fc.W.size / 2, 'the embedding of a local layer is sparse'
+
+
+def weights(model):
+    """Weight count without batch-norm parameters and biases."""
+    return sum(p.size for _, p, _ in model.params() if p.ndim >= 2)
+
+
+def extras(model):
+    """What the formulas leave out: batch-norm gamma and beta, and the last layer's bias."""
+    return sum(p.size for _, p, _ in model.params() if p.ndim < 2)
+
+
+S, C = 32, 10
+
+
+@pytest.mark.parametrize('alpha', [1, 3])
+def test_parameter_counts_match_the_formulas(alpha):
+    a = alpha
+    formulas = {  # paper Tables 3/4, exact per-layer sums
+        's_conv': 6 * S**2 * a**2 + (243 + 24 * C) * a,
+        's_local': 6 * S**2 * a**2 + (243 * S**2 // 4 + 24 * C) * a,
+        's_fc': 6 * S**2 * a**2 + (3 * S**4 // 4 + 24 * C) * a,
+        'd_conv': 2286 * a**2 + 4 * S**2 * a**2 + (27 + 64 * C) * a,
+        'd_fc': (S**4 - S**4 // 128 + 4 * S**2) * a**2 + (3 * S**4 + 64 * C) * a,
+        'd_local': 49 * S**2 * a**2 + (27 * S**2 + 64 * C) * a,
+    }
+    for arch, count in formulas.items():
+        model = models.build(arch, alpha)
+        assert weights(model) == count, (arch, weights(model), count)
+        assert model.num_params() == count + extras(model)
+    # the paper's rounded d-conv and d-fc formulas are within 1% of the exact sums at alpha = 15
+    d_conv_paper = (9 * 2**8 + 4 * S**2) * 15**2 + (27 + 64 * C) * 15
+    assert abs(weights(models.build('d_conv', 15)) - d_conv_paper) / d_conv_paper < 0.01
+
+
+def test_paper_scale_counts_without_building():
+    """At the paper's alpha (Table 1) the formulas give 138.3M, 147.6M and 256.2M."""
+    a = 150
+    assert models.s_fc_num_weights(a) == 6 * S**2 * a**2 + (3 * S**4 // 4 + 24 * C) * a == 256_240_800
+    assert round(6 * S**2 * a**2 + (243 + 24 * C) * a, -5) == 138_300_000
+    assert round(6 * S**2 * a**2 + (243 * S**2 // 4 + 24 * C) * a, -5) == 147_600_000
+
+
+def test_three_fc_matches_s_fc_size():
+    for alpha in (2, 8):
+        s_fc, three = models.build('s_fc', alpha), models.build('three_fc', alpha)
+        width = three.layers[1].W.shape[1]
+        assert abs(weights(three) - weights(s_fc)) <= 3072 + width + 10, (weights(three), weights(s_fc))
+    assert models.build('three_fc', 2, width=100).layers[1].W.shape == (3072, 100)
+
+
+def test_fc_counterparts_have_as_many_units_as_the_conv_map():
+    conv, fc = models.build('d_conv', 2), models.build('d_fc', 2)
+    conv_bns = [layer.gamma.size for layer in conv.layers if isinstance(layer, models.BatchNorm)]
+    fc_bns = [layer.gamma.size for layer in fc.layers if isinstance(layer, models.BatchNorm)]
+    spatial = [32, 16, 16, 8, 8, 4, 4, 2]
+    assert fc_bns[:8] == [ch * s * s for ch, s in zip(conv_bns[:8], spatial)]
+    assert conv_bns[8] == fc_bns[8] == 64 * 2  # D-CONV's first FC layer is 64 alpha wide
+    assert models.build('s_conv', 2).layers[5].gamma.size == 24 * 2
+
+
+def test_same_seed_same_network():
+    a, b = models.build('s_conv', 2, seed=7), models.build('s_conv', 2, seed=7)
+    c = models.build('s_conv', 2, seed=8)
+    pa, pb, pc = (list(m.params()) for m in (a, b, c))
+    assert all(np.array_equal(p, q) for (_, p, _), (_, q, _) in zip(pa, pb))
+    assert not np.array_equal(pa[0][1], pc[0][1])
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(arch='resnet', alpha=2), 'unknown arch'),
+    (dict(arch='s_fc', alpha=0), 'alpha must be a positive integer'),
+    (dict(arch='s_fc', alpha=-3), 'alpha must be a positive integer'),
+    (dict(arch='s_fc', alpha=1.5), 'alpha must be a positive integer'),
+    (dict(arch='three_fc', alpha=2, width=0), 'width must be'),
+])
+def test_bad_arguments_raise_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message) as info:
+        models.build(**kwargs)
+    assert '\n' not in str(info.value)
+
+
+def test_backends_agree(xp):
+    """The same seed on NumPy and on the backend under test: forward and backward at float32."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    y = np.array([1, 2, 3, 4])
+    for arch in models.ARCHS:
+        ref, model = models.build(arch, 2, image_size=8), models.build(arch, 2, image_size=8)
+        models.to_device(model, xp)
+        loss_ref, d_ref = models.softmax_cross_entropy(ref.forward(x), y)
+        loss, d = models.softmax_cross_entropy(model.forward(xp.asarray(x)), xp.asarray(y))
+        assert np.allclose(float(loss), float(loss_ref), rtol=1e-4), arch
+        ref.backward(d_ref)
+        model.backward(d)
+        for (name, _, g_ref), (_, _, g) in zip(ref.params(), model.params()):
+            g = g.get() if hasattr(g, 'get') else g
+            assert np.allclose(g, g_ref, rtol=1e-3, atol=1e-5), (arch, name)
