@@ -1,0 +1,304 @@
+"""CIFAR-10, CIFAR-100 and SVHN: downloaded and verified, decoded, augmented on the device, batched.
+
+    python data.py --bench            # time one CIFAR-10 training epoch of the data path
+
+Datasets are read from their canonical distributions in --data-dir (default ./data, or the
+BLASSO_DATA environment variable): the CIFAR archives or their extracted folders, SVHN's .mat
+files. Whatever is missing is downloaded and checked against the published MD5 first.
+"""
+import argparse
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import time
+import urllib.request
+import zlib
+
+import numpy as np
+from tqdm import tqdm
+
+DATA_DIR = os.environ.get('BLASSO_DATA', 'data')
+TIMEOUT = 30  # seconds without a byte before a download gives up
+
+CIFAR_URL = 'https://www.cs.toronto.edu/~kriz/'
+SVHN_URL = 'http://ufldl.stanford.edu/housenumbers/'
+DATASETS = {
+    'cifar10': dict(archive='cifar-10-python.tar.gz', url=CIFAR_URL, md5='c58f30108f718f92721af3b95e74349a',
+                    folder='cifar-10-batches-py', label_key=b'labels', num_classes=10, sizes=(50000, 10000),
+                    train=[f'data_batch_{i}' for i in range(1, 6)], test=['test_batch'], cutout=16),
+    'cifar100': dict(archive='cifar-100-python.tar.gz', url=CIFAR_URL, md5='eb9058c3a382ffc7106e4002c42a8d85',
+                     folder='cifar-100-python', label_key=b'fine_labels', num_classes=100, sizes=(50000, 10000),
+                     train=['train'], test=['test'], cutout=16),
+    'svhn': dict(url=SVHN_URL, num_classes=10, sizes=(73257, 26032), cutout=20,  # PAPER-NOTES §2: cutout 20
+                 md5={'train_32x32.mat': 'e26dedcc434d2e4c54c9b2d4a06d8373',
+                      'test_32x32.mat': 'eb5a983be6a315427106f1b164d9cef3',
+                      'extra_32x32.mat': 'a93ce644f1a588dc4d68dda5feec44a7'}),
+}
+
+
+class DataError(Exception):
+    """A dataset problem the user can fix; the message is one line saying how."""
+
+
+def md5sum(path):
+    digest = hashlib.md5()
+    with open(path, 'rb') as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url, path, md5):
+    """url -> path via a temporary file that is renamed only once its MD5 is right."""
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.download-')
+    try:
+        with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+            size = int(response.headers.get('Content-Length') or 0) or None
+            with tqdm(total=size, unit='B', unit_scale=True, desc=os.path.basename(path)) as bar:
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        if md5sum(tmp) != md5:
+            raise DataError(f'{url}: the download has the wrong MD5 (expected {md5}); try again')
+        os.replace(tmp, path)
+    except OSError as e:  # URLError, timeouts and refused connections are all OSErrors
+        raise DataError(f'could not download {url} ({getattr(e, "reason", e)}); '
+                        f'download it by hand into {os.path.dirname(path) or "."}') from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def fetch(filename, url, md5, data_dir):
+    """The verified path of a canonical file in data_dir, downloading it if it is not there."""
+    path = os.path.join(data_dir, filename)
+    if not os.path.exists(path):
+        download(url + filename, path, md5)
+    elif md5sum(path) != md5:
+        raise DataError(f'{path} has the wrong MD5 (expected {md5}): it is truncated or not the '
+                        f'canonical file; delete it to download it again')
+    return path
+
+
+def extract(archive, folder, data_dir):
+    """Unpack archive's `folder` into data_dir via a temporary folder renamed when complete."""
+    tmp = tempfile.mkdtemp(dir=data_dir, prefix='.extract-')
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter='data')
+        if not os.path.isdir(os.path.join(tmp, folder)):
+            raise DataError(f'{archive} holds no folder {folder}; it is not the canonical archive')
+        os.replace(os.path.join(tmp, folder), os.path.join(data_dir, folder))
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise DataError(f'{archive} is truncated or corrupt ({e}); delete it to download it again') from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_cifar(spec, data_dir):
+    """CIFAR-10/100 from the extracted folder, or from the archive (extracted on the way)."""
+    folder = os.path.join(data_dir, spec['folder'])
+    if not os.path.isdir(folder):
+        extract(fetch(spec['archive'], spec['url'], spec['md5'], data_dir), spec['folder'], data_dir)
+    splits = []
+    for names in (spec['train'], spec['test']):
+        images, labels = [], []
+        for name in names:
+            path = os.path.join(folder, name)
+            if not os.path.exists(path):
+                raise DataError(f'{path} is missing: put the complete {spec["folder"]} folder (or '
+                                f'{spec["archive"]}) in {data_dir}')
+            try:
+                with open(path, 'rb') as f:
+                    batch = pickle.load(f, encoding='bytes')
+                x = np.asarray(batch[b'data'], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+                images.append(x)
+                labels.append(np.asarray(batch[spec['label_key']], np.int64))
+            except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:
+                raise DataError(f'{path} is not a readable CIFAR batch ({e!r}); replace it') from None
+        splits += [np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)]
+    return splits
+
+
+def read_svhn(spec, data_dir, extra=False):
+    """SVHN cropped digits from the .mat files (MATLAB v5; label 10 means the digit 0)."""
+    from scipy.io import loadmat  # only SVHN needs scipy
+
+    def read(name):
+        path = fetch(name, spec['url'], spec['md5'][name], data_dir)
+        try:
+            mat = loadmat(path)
+            x, y = np.asarray(mat['X'], np.uint8).transpose(3, 0, 1, 2), np.asarray(mat['y'], np.int64).reshape(-1)
+        except (ValueError, KeyError, OSError, TypeError) as e:
+            raise DataError(f'{path} is not a readable SVHN .mat file ({e!r}); replace it') from None
+        return np.ascontiguousarray(x), np.where(y == 10, 0, y)
+
+    x_train, y_train = read('train_32x32.mat')
+    if extra:  # the kakaobrain pipeline trains on train + extra (PAPER-NOTES §2)
+        x_extra, y_extra = read('extra_32x32.mat')
+        x_train, y_train = np.concatenate([x_train, x_extra]), np.concatenate([y_train, y_extra])
+    return [x_train, y_train, *read('test_32x32.mat')]
+
+
+def load(name, data_dir=DATA_DIR, extra=False):
+    """(x_train, y_train, x_test, y_test): uint8 images (N, 32, 32, 3) and int64 labels."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    spec = DATASETS[name]
+    os.makedirs(data_dir, exist_ok=True)
+    splits = read_svhn(spec, data_dir, extra) if name == 'svhn' else read_cifar(spec, data_dir)
+    for split, x, y, canonical in zip(('train', 'test'), splits[0::2], splits[1::2], spec['sizes']):
+        if x.shape[1:] != (32, 32, 3) or len(x) != len(y) or len(x) == 0:
+            raise DataError(f'{name} {split}: {x.shape} images for {len(y)} labels; expected (N, 32, 32, 3) for N labels')
+        if y.min() < 0 or y.max() >= spec['num_classes']:
+            raise DataError(f'{name} {split}: labels outside 0..{spec["num_classes"] - 1}')
+        if len(x) != canonical and not (name == 'svhn' and extra and split == 'train'):
+            print(f'note: {name} {split} has {len(x)} images (the canonical release has {canonical})')
+    return splits
+
+
+def split_validation(x, y, val_size, seed=0):
+    """Hold out val_size seeded random training examples: (x_train, y_train, x_val, y_val)."""
+    if not 0 <= val_size < len(x):
+        raise DataError(f'val_size must be in [0, {len(x)}), got {val_size}')
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, train = np.sort(order[:val_size]), np.sort(order[val_size:])
+    return x[train], y[train], x[val], y[val]
+
+
+def channel_stats(x):
+    """Per-channel mean and std of uint8 images (N, H, W, C), accumulated in float64 in slices."""
+    total, total_sq = np.zeros(x.shape[-1]), np.zeros(x.shape[-1])
+    for start in range(0, len(x), 5000):
+        part = x[start:start + 5000].astype(np.float64)
+        total += part.sum(axis=(0, 1, 2))
+        total_sq += (part ** 2).sum(axis=(0, 1, 2))
+    count = x.size // x.shape[-1]
+    mean = total / count
+    return mean, np.sqrt(total_sq / count - mean ** 2)
+
+
+# ----------------------------------------------------------------------------- augmentation
+# Batch-at-once array ops on the training device. Random draws are small (a few ints per
+# image) and come from a numpy Generator on the host, so they are identical on both backends.
+
+def crop_flip(x, rng, pad=4, crop=True, flip=True):
+    """x: uint8 (N, H, W, C) -> same shape. A random crop of the image zero-padded by `pad`, and
+    a horizontal flip with probability 1/2, as one gather."""
+    xp = _xp(x)
+    n, h, w, _ = x.shape
+    dy, dx = rng.integers(0, 2 * pad + 1, (2, n)) if crop else np.full((2, n), pad)
+    flipped = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+    rows = dy[:, None] + np.arange(h)  # (N, H) rows of the padded image
+    cols = dx[:, None] + np.where(flipped[:, None], np.arange(w)[::-1], np.arange(w))  # (N, W)
+    padded = xp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    return padded[xp.arange(n)[:, None, None], xp.asarray(rows)[:, :, None], xp.asarray(cols)[:, None, :]]
+
+
+def cutout(x, rng, size):
+    """x: (N, C, H, W) -> a copy with one size x size square zeroed per image, centred uniformly
+    and clipped at the borders (DeVries & Taylor 2017; kakaobrain's CutoutDefault)."""
+    xp = _xp(x)
+    n, _, h, w = x.shape
+    cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
+    y0, y1 = np.clip(cy - size // 2, 0, h), np.clip(cy + size // 2, 0, h)
+    x0, x1 = np.clip(cx - size // 2, 0, w), np.clip(cx + size // 2, 0, w)
+    rows = (xp.arange(h) >= xp.asarray(y0)[:, None]) & (xp.arange(h) < xp.asarray(y1)[:, None])  # (N, H)
+    cols = (xp.arange(w) >= xp.asarray(x0)[:, None]) & (xp.arange(w) < xp.asarray(x1)[:, None])  # (N, W)
+    return x * ~(rows[:, None, :, None] & cols[:, None, None, :])
+
+
+def pixel_permutation(seed, h=32, w=32):
+    """One fixed permutation of the h*w pixel positions (the same for train and test)."""
+    return np.random.default_rng(seed).permutation(h * w)
+
+
+def permute_pixels(x, permutation):
+    """x: (N, C, H, W) -> pixels moved to permuted positions; channels travel together."""
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h * w)[:, :, permutation].reshape(n, c, h, w)
+
+
+def _xp(x):
+    from models import get_array_module
+    return get_array_module(x)
+
+
+class Loader:
+    """Batches of one split on the training device: x float32 (B, C, H, W), y int64 (B,).
+    Training: reshuffled every epoch, augmented, the last partial batch dropped. Evaluation: in
+    order, not augmented, the last partial batch kept. Every random draw is seeded by
+    (seed, epoch, step), so the batches depend only on where the run is: a run resumed at any
+    step sees exactly the batches an uninterrupted run would have.
+    """
+
+    def __init__(self, images, labels, batch_size, xp, mean, std, train=False, seed=0,
+                 crop=True, flip=True, cutout=0, permutation=None):
+        self.images, self.labels = xp.asarray(images), xp.asarray(labels)  # the whole split, moved once
+        self.mean = xp.asarray(mean, dtype=np.float32)
+        self.inv_std = xp.asarray(1 / np.asarray(std), dtype=np.float32)
+        self.batch_size, self.xp, self.train, self.seed = batch_size, xp, train, seed
+        self.crop, self.flip, self.cutout = crop, flip, cutout
+        self.permutation = None if permutation is None else xp.asarray(permutation)
+
+    def __len__(self):
+        n, b = len(self.labels), self.batch_size
+        return n // b if self.train else -(-n // b)
+
+    def epoch(self, epoch, start=0):
+        """Yield the batches of `epoch`, from step `start` on."""
+        n = len(self.labels)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.train else np.arange(n)
+        for step in range(start, len(self)):
+            idx = self.xp.asarray(order[step * self.batch_size:(step + 1) * self.batch_size])
+            rng = np.random.default_rng([self.seed, epoch, step]) if self.train else None
+            yield self.batch(idx, rng)
+
+    def batch(self, idx, rng=None):
+        x = self.images[idx]  # uint8 (B, H, W, C)
+        if rng is not None and (self.crop or self.flip):
+            x = crop_flip(x, rng, crop=self.crop, flip=self.flip)
+        x = (x.astype(np.float32) - self.mean) * self.inv_std
+        x = self.xp.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (B, C, H, W)
+        if rng is not None and self.cutout:
+            x = cutout(x, rng, self.cutout)  # after normalising, as kakaobrain: the hole is the mean
+        if self.permutation is not None:
+            x = permute_pixels(x, self.permutation)
+        return x, self.labels[idx]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='Check a dataset, or time its training data path.')
+    parser.add_argument('--dataset', default='cifar10', choices=list(DATASETS), help='dataset (default: cifar10)')
+    parser.add_argument('--data-dir', default=DATA_DIR, help=f'where datasets live (default: {DATA_DIR}, or $BLASSO_DATA)')
+    parser.add_argument('--batch-size', type=int, default=512, help='batch size (default: 512)')
+    parser.add_argument('--bench', action='store_true', help='time decoding and one epoch of batches')
+    args = parser.parse_args(argv)
+    try:
+        t0 = time.perf_counter()
+        x_train, y_train, x_test, y_test = load(args.dataset, args.data_dir)
+        decode = time.perf_counter() - t0
+    except DataError as e:
+        raise SystemExit(f'error: {e}')
+    print(f'{args.dataset}: train {x_train.shape} test {x_test.shape}, '
+          f'train images per class {np.bincount(y_train).tolist()}; decoded in {decode:.2f} s')
+    if args.bench:
+        mean, std = channel_stats(x_train)
+        loader = Loader(x_train, y_train, args.batch_size, np, mean, std, train=True,
+                        cutout=DATASETS[args.dataset]['cutout'])
+        for switches in [dict(crop=False, flip=False, cutout=0), dict(crop=True, flip=True, cutout=0),
+                         dict(crop=True, flip=True, cutout=DATASETS[args.dataset]['cutout'])]:
+            vars(loader).update(switches)
+            t0 = time.perf_counter()
+            batches = sum(1 for _ in loader.epoch(0))
+            seconds = time.perf_counter() - t0
+            print(f'one epoch, {batches} batches of {args.batch_size}, {switches}: {seconds:.2f} s '
+                  f'({batches * args.batch_size / seconds:,.0f} images/s, numpy)')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,258 @@
+"""Datasets from tiny files in the real formats, every failure's message, and augmentation."""
+import os
+import shutil
+import socket
+import threading
+import urllib.error
+
+import numpy as np
+import pytest
+
+import data
+from conftest import HAVE_CIFAR10, SHARED_DATA
+from fixtures import make_cifar10, make_cifar100, make_svhn, md5
+
+
+def leftovers(directory):
+    return [name for name in os.listdir(directory) if name.startswith('.')]
+
+
+@pytest.fixture
+def cifar10_archive(tmp_path, monkeypatch):
+    """A tiny cifar-10-python.tar.gz in tmp_path/src, whose MD5 the loader is told to expect."""
+    src = tmp_path / 'src'
+    src.mkdir()
+    path = make_cifar10(str(src))
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(path))
+    return path
+
+
+def test_cifar10_from_archive_then_from_folder(cifar10_archive, tmp_path, capsys):
+    data_dir = tmp_path / 'data'
+    data_dir.mkdir()
+    shutil.copy(cifar10_archive, data_dir)
+    x, y, xt, yt = data.load('cifar10', str(data_dir))
+    assert x.shape == (100, 32, 32, 3) and x.dtype == np.uint8 and y.shape == (100,)
+    assert xt.shape == (20, 32, 32, 3) and set(np.unique(y)) <= set(range(10))
+    assert 'has 100 images (the canonical release has 50000)' in capsys.readouterr().out
+    assert (data_dir / 'cifar-10-batches-py' / 'data_batch_5').exists() and not leftovers(data_dir)
+    os.remove(data_dir / 'cifar-10-python.tar.gz')  # the extracted folder alone is enough
+    x2, *_ = data.load('cifar10', str(data_dir))
+    assert np.array_equal(x, x2)
+
+
+def test_cifar10_pixel_layout(tmp_path, monkeypatch):
+    """Rows hold the R, G then B planes; we return (N, H, W, C)."""
+    path = make_cifar10(str(tmp_path))
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(path))
+    x, *_ = data.load('cifar10', str(tmp_path))
+    from fixtures import learnable_images
+    expected, _ = learnable_images(20, 10, 1)
+    assert np.array_equal(x[:20], expected)
+
+
+def test_cifar100_fine_labels(tmp_path, monkeypatch):
+    path = make_cifar100(str(tmp_path))
+    monkeypatch.setitem(data.DATASETS['cifar100'], 'md5', md5(path))
+    x, y, xt, yt = data.load('cifar100', str(tmp_path))
+    assert x.shape == (30, 32, 32, 3) and xt.shape == (10, 32, 32, 3)
+    assert y.max() > 20  # fine labels (0..99), not the 20 coarse ones
+
+
+def test_svhn_mat_files(tmp_path, monkeypatch):
+    paths = make_svhn(str(tmp_path), extra=5)
+    md5s = {os.path.basename(p): md5(p) for p in paths.values()}
+    monkeypatch.setitem(data.DATASETS['svhn'], 'md5', md5s)
+    x, y, xt, yt = data.load('svhn', str(tmp_path))
+    assert x.shape == (25, 32, 32, 3) and xt.shape == (15, 32, 32, 3)
+    assert y.min() >= 0 and y.max() <= 9 and 0 in y  # label 10 became digit 0
+    x_all, y_all, *_ = data.load('svhn', str(tmp_path), extra=True)
+    assert len(x_all) == 30 and np.array_equal(x_all[:25], x)
+
+
+def test_download_through_the_real_code_path(cifar10_archive, tmp_path, monkeypatch):
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'url', 'file://' + os.path.dirname(cifar10_archive) + '/')
+    data_dir = tmp_path / 'fresh'
+    x, *_ = data.load('cifar10', str(data_dir))
+    assert len(x) == 100 and (data_dir / 'cifar-10-python.tar.gz').exists() and not leftovers(data_dir)
+
+
+def test_no_network(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError('no network')
+    monkeypatch.setattr(data.urllib.request, 'urlopen', refuse)
+    with pytest.raises(data.DataError, match='could not download .*cifar-10-python.tar.gz .*no network.*by hand into') as e:
+        data.load('cifar10', str(tmp_path))
+    assert '\n' not in str(e.value) and os.listdir(tmp_path) == []
+
+
+def test_stalled_connection_gives_up(tmp_path, monkeypatch):
+    """A server that accepts and then says nothing: the download ends after TIMEOUT seconds."""
+    server = socket.socket()
+    server.bind(('127.0.0.1', 0))
+    server.listen(1)
+    threading.Thread(target=lambda: server.accept(), daemon=True).start()
+    monkeypatch.setattr(data, 'TIMEOUT', 0.5)
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'url', f'http://127.0.0.1:{server.getsockname()[1]}/')
+    with pytest.raises(data.DataError, match='could not download'):
+        data.load('cifar10', str(tmp_path))
+    server.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_wrong_md5_of_a_download_leaves_nothing(tmp_path, monkeypatch):
+    src = tmp_path / 'src'
+    src.mkdir()
+    make_cifar10(str(src))  # the canonical MD5 is not this file's
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'url', f'file://{src}/')
+    data_dir = tmp_path / 'data'
+    with pytest.raises(data.DataError, match='wrong MD5'):
+        data.load('cifar10', str(data_dir))
+    assert os.listdir(data_dir) == []
+
+
+def test_wrong_md5_of_a_local_archive(tmp_path):
+    make_cifar10(str(tmp_path))
+    with pytest.raises(data.DataError, match='cifar-10-python.tar.gz has the wrong MD5 .*c58f30108f718f92721af3b95e74349a'):
+        data.load('cifar10', str(tmp_path))
+    assert not (tmp_path / 'cifar-10-batches-py').exists() and not leftovers(tmp_path)
+
+
+def test_truncated_archive(tmp_path, monkeypatch):
+    path = make_cifar10(str(tmp_path), per_batch=200)
+    with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(path))  # get past the MD5 to the unpacking
+    with pytest.raises(data.DataError, match='truncated or corrupt') as e:
+        data.load('cifar10', str(tmp_path))
+    assert '\n' not in str(e.value)
+    assert not (tmp_path / 'cifar-10-batches-py').exists() and not leftovers(tmp_path)
+
+
+def test_missing_batch(cifar10_archive, tmp_path):
+    data_dir = tmp_path / 'data'
+    data_dir.mkdir()
+    shutil.copy(cifar10_archive, data_dir)
+    data.load('cifar10', str(data_dir))
+    os.remove(data_dir / 'cifar-10-batches-py' / 'data_batch_3')
+    with pytest.raises(data.DataError, match='data_batch_3 is missing'):
+        data.load('cifar10', str(data_dir))
+
+
+def test_unknown_dataset():
+    with pytest.raises(data.DataError, match="unknown dataset 'mnist'"):
+        data.load('mnist', 'nowhere')
+
+
+@pytest.mark.skipif(not HAVE_CIFAR10, reason='no real CIFAR-10 copy in ../shared/data')
+def test_real_cifar10():
+    x, y, xt, yt = data.load('cifar10', SHARED_DATA)
+    assert x.shape == (50000, 32, 32, 3) and xt.shape == (10000, 32, 32, 3)
+    assert np.bincount(y).tolist() == [5000] * 10 and np.bincount(yt).tolist() == [1000] * 10
+    assert y[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+    mean, std = data.channel_stats(x)
+    assert np.allclose(mean, [125.30691805, 122.95039414, 113.86538318])
+    assert np.allclose(std, [62.99321928, 62.08870764, 66.70489964])
+
+
+def test_split_validation():
+    x, y = np.arange(100)[:, None], np.arange(100)
+    xa, ya, xv, yv = data.split_validation(x, y, 10, seed=1)
+    assert len(xa) == 90 and len(xv) == 10 and not set(ya) & set(yv)
+    assert np.array_equal(yv, data.split_validation(x, y, 10, seed=1)[3])
+    assert not np.array_equal(yv, data.split_validation(x, y, 10, seed=2)[3])
+    with pytest.raises(data.DataError, match='val_size'):
+        data.split_validation(x, y, 100)
+
+
+def test_channel_stats():
+    x = np.random.default_rng(0).integers(0, 256, (12001, 2, 3, 3), dtype=np.uint8)
+    mean, std = data.channel_stats(x)
+    assert np.allclose(mean, x.mean(axis=(0, 1, 2))) and np.allclose(std, x.std(axis=(0, 1, 2)))
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def images(n=16, seed=0):
+    return np.random.default_rng(seed).integers(1, 256, (n, 32, 32, 3), dtype=np.uint8)  # no zeros
+
+
+def test_crop_shifts_by_at_most_four(xp):
+    x = images()
+    out = data.crop_flip(xp.asarray(x), np.random.default_rng(0), flip=False)
+    out = out.get() if hasattr(out, 'get') else out
+    assert out.shape == x.shape
+    padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    for i in range(len(x)):
+        matches = [(dy, dx) for dy in range(9) for dx in range(9)
+                   if np.array_equal(out[i], padded[i, dy:dy + 32, dx:dx + 32])]
+        assert matches, f'image {i} is not a shift of the original by at most 4 pixels'
+
+
+def test_flip_twice_is_identity():
+    x = images()
+    once = data.crop_flip(x, np.random.default_rng(3), crop=False)
+    twice = data.crop_flip(once, np.random.default_rng(3), crop=False)
+    assert np.array_equal(twice, x)
+    flipped = [i for i in range(len(x)) if not np.array_equal(once[i], x[i])]
+    assert 0 < len(flipped) < len(x)
+    assert all(np.array_equal(once[i], x[i, :, ::-1]) for i in flipped)
+
+
+def test_cutout_zeroes_one_clipped_square():
+    x = np.ones((200, 3, 32, 32), np.float32)
+    out = data.cutout(x, np.random.default_rng(0), 16)
+    for img in out:
+        holes = np.argwhere(img[0] == 0)
+        assert np.all(img == img[0]), 'every channel has the same hole'
+        (y0, x0), (y1, x1) = holes.min(0), holes.max(0) + 1
+        assert len(holes) == (y1 - y0) * (x1 - x0), 'the hole is one rectangle'
+        assert y1 - y0 <= 16 and x1 - x0 <= 16
+        assert (y1 - y0 == 16 or y0 == 0 or y1 == 32) and (x1 - x0 == 16 or x0 == 0 or x1 == 32)
+    assert sum(np.count_nonzero(img[0] == 0) == 256 for img in out) > 50  # many are unclipped
+
+
+def test_pixel_permutation():
+    perm = data.pixel_permutation(5)
+    assert np.array_equal(np.sort(perm), np.arange(1024))
+    assert np.array_equal(perm, data.pixel_permutation(5)) and not np.array_equal(perm, np.arange(1024))
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32))
+    permuted = data.permute_pixels(x, perm)
+    assert np.array_equal(data.permute_pixels(permuted, np.argsort(perm)), x)
+    assert np.array_equal(permuted[:, :, 0, 0], x[:, :, perm[0] // 32, perm[0] % 32])
+
+
+def make_loader(train=True, **kwargs):
+    x, y = images(50), np.arange(50) % 10
+    return data.Loader(x, y, 16, np, mean=[100, 110, 120], std=[50, 60, 70], train=train, cutout=8, **kwargs)
+
+
+def test_loader_batches_and_normalisation():
+    train, test = make_loader(True), make_loader(False)
+    assert len(train) == 3 and len(test) == 4  # train drops the last partial batch, eval keeps it
+    batches = list(test.epoch(0))
+    assert [len(b[1]) for b in batches] == [16, 16, 16, 2]
+    x, y = batches[0]
+    assert x.shape == (16, 3, 32, 32) and x.dtype == np.float32 and x.flags.c_contiguous
+    expected = (images(50)[:16].transpose(0, 3, 1, 2) - np.array([100, 110, 120])[:, None, None]) \
+        / np.array([50, 60, 70])[:, None, None]
+    assert np.allclose(x, expected, atol=1e-5) and np.array_equal(y, np.arange(16) % 10)
+
+
+def test_same_seed_same_batches_and_resume():
+    a, b, c = make_loader(seed=1), make_loader(seed=1), make_loader(seed=2)
+    first = [x for x, _ in a.epoch(0)]
+    assert all(np.array_equal(p, q) for p, q in zip(first, (x for x, _ in b.epoch(0))))
+    assert not np.array_equal(first[0], next(c.epoch(0))[0])
+    assert not np.array_equal(first[0], next(a.epoch(1))[0])  # reshuffled each epoch
+    resumed = [x for x, _ in a.epoch(0, start=1)]
+    assert all(np.array_equal(p, q) for p, q in zip(first[1:], resumed)) and len(resumed) == 2
+
+
+def test_permutation_same_for_train_and_test():
+    perm = data.pixel_permutation(0)
+    train = make_loader(True, permutation=perm, crop=False, flip=False)
+    train.cutout = 0
+    test = make_loader(False, permutation=perm)
+    idx = np.arange(16)
+    assert np.array_equal(train.batch(idx, np.random.default_rng(0))[0], test.batch(idx)[0])
