@@ -376,6 +376,20 @@ class Sequential:
         return 'Sequential(\n' + '\n'.join(lines) + f'\n)  # {self.num_params():,} parameters'
 
 
+def macs_per_image(model, in_channels=3, image_size=32):
+    """Multiply-adds of the linear, conv and local layers for one image (forward flops / 2).
+    A training step costs about 3x this per image: forward, weight gradient, input gradient."""
+    xp = get_array_module(model.layers[-1].W)
+    model.forward(xp.zeros((1, in_channels, image_size, image_size), model.layers[-1].W.dtype), train=False)
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, Conv2d):  # each weight is used at every output position
+            total += layer.W.size * layer.cols.shape[0] * layer.cols.shape[1]
+        elif isinstance(layer, (Linear, Local2d)):  # each weight is used once
+            total += layer.W.size
+    return total
+
+
 # ----------------------------------------------------------------------------- architectures
 # Paper Fig. 1 and Tables 3/4. Every weight layer but the last is followed by batch-norm and
 # ReLU, so it carries no bias; the last layer does. "Same" padding, no pooling anywhere.

@@ -1,0 +1,108 @@
+"""What a run reports beyond accuracy: the first layer's filters (paper Fig. 4), how local they
+are (one number), the non-zero curves (Fig. 3) and Theorem 2's description length."""
+import math
+
+import numpy as np
+
+import models
+
+
+def to_numpy(a):
+    return a.get() if hasattr(a, 'get') else np.asarray(a)  # sync point for CuPy arrays
+
+
+def first_layer_maps(model, image_size, in_channels):
+    """Each first-layer unit's incoming weights as a map on the input grid: (U, C, H, W).
+    FC: a column of W reshaped; LOCAL: each position's filter drawn where it looks on the
+    image; CONV: its k x k kernels (the same at every position). The first weight layer only."""
+    layer = next(l for l in model.layers if isinstance(l, (models.Linear, models.Conv2d, models.Local2d)))
+    c, s = in_channels, image_size
+    W = to_numpy(layer.W)
+    if isinstance(layer, models.Linear):  # W: (C*H*W, U), inputs flattened as (C, H, W)
+        return W.T.reshape(-1, c, s, s)
+    k = layer.k
+    if isinstance(layer, models.Conv2d):  # W: (C*k*k, F)
+        return W.T.reshape(-1, c, k, k)
+    h_out = models.conv_out_size(s, k, layer.stride, layer.pad)
+    p, _, f = W.shape  # W: (P, C*k*k, F)
+    canvas = np.zeros((p, f, c, s + 2 * layer.pad, s + 2 * layer.pad), W.dtype)
+    for pos in range(p):
+        y, x = (pos // h_out) * layer.stride, (pos % h_out) * layer.stride  # in padded coordinates
+        canvas[pos, :, :, y:y + k, x:x + k] = W[pos].T.reshape(f, c, k, k)
+    return canvas[:, :, :, layer.pad:layer.pad + s, layer.pad:layer.pad + s].reshape(p * f, c, s, s)
+
+
+def locality_score(maps, window=9, min_nonzero=20):
+    """Mean, over units with at least min_nonzero weights, of the share of a unit's weight mass
+    (|w| summed over channels) inside its best window x window square. A dense random layer
+    on 32x32 scores about 81/1024 ~ 0.1; a locally connected 9x9 layer scores 1.0.
+    None when no unit qualifies or the maps are no larger than the window (a conv kernel)."""
+    if maps.shape[-1] <= window:
+        return None
+    keep = np.count_nonzero(maps.reshape(len(maps), -1), axis=1) >= min_nonzero
+    mass = np.abs(maps[keep]).sum(axis=1, dtype=np.float64)  # (U, H, W)
+    if len(mass) == 0:
+        return None
+    integral = np.pad(mass.cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))  # summed-area table
+    windows = (integral[:, window:, window:] - integral[:, :-window, window:]
+               - integral[:, window:, :-window] + integral[:, :-window, :-window])
+    return float(np.mean(windows.reshape(len(mass), -1).max(1) / mass.sum(axis=(1, 2))))
+
+
+def description_length(nonzero, n, b=32):
+    """Theorem 2 with no weight sharing: k = ||w||_0 = nonzero parameters of n in all, b bits
+    each. Bits: k*b + ||w||_0*log2(k*n) + 2*log2(n)."""
+    k = max(nonzero, 1)
+    return k * b + nonzero * math.log2(k * n) + 2 * math.log2(n)
+
+
+def mdl_gap_bound(bits, n, m, delta=0.05):
+    """Theorem 2's bound on test minus train error: sqrt((bits + log(2n/delta)) / (2m))."""
+    return math.sqrt((bits + math.log(2 * n / delta)) / (2 * m))
+
+
+def save_filters(maps, path, count=30, min_nonzero=20, seed=0, columns=10, scale=3):
+    """Fig. 4 / Figs. 7-9: `count` units chosen at random among those with at least min_nonzero
+    non-zero weights, each an RGB image (zero is grey; colour = weight / the unit's max |w|)."""
+    from PIL import Image
+    nonzero = np.count_nonzero(maps.reshape(len(maps), -1), axis=1)
+    candidates = np.flatnonzero(nonzero >= min_nonzero)
+    if len(candidates) == 0:
+        candidates = np.flatnonzero(nonzero > 0)
+    chosen = np.random.default_rng(seed).choice(candidates, min(count, len(candidates)), replace=False) \
+        if len(candidates) else []
+    tile = 32 * scale
+    rows = max(1, -(-len(chosen) // columns))
+    sheet = Image.new('RGB', (columns * (tile + 2), rows * (tile + 2)), 'white')
+    for i, unit in enumerate(chosen):
+        w = maps[unit][:3] if len(maps[unit]) >= 3 else np.repeat(maps[unit][:1], 3, axis=0)
+        w = w / max(np.abs(w).max(), 1e-12)
+        pixels = np.clip(128 + 127 * w, 0, 255).astype(np.uint8).transpose(1, 2, 0)  # (H, W, 3)
+        image = Image.fromarray(pixels).resize((tile, tile), Image.NEAREST)
+        sheet.paste(image, ((i % columns) * (tile + 2), (i // columns) * (tile + 2)))
+    sheet.save(path)
+
+
+def save_curves(metrics, references, path):
+    """Test accuracy and the non-zero weights of each layer over epochs (Fig. 3), with the
+    reference sizes (S-CONV's and S-LOCAL's first layer, each layer's full size) dashed."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    epochs = [m['epoch'] for m in metrics]
+    fig, (acc, nnz) = plt.subplots(1, 2, figsize=(11, 4))
+    acc.plot(epochs, [100 * m['test_acc'] for m in metrics], label='test')
+    acc.plot(epochs, [100 * m['train_acc'] for m in metrics], label='train (augmented)')
+    acc.set(xlabel='epoch', ylabel='accuracy (%)', title='accuracy')
+    acc.legend()
+    for name in metrics[0]['nonzero']:
+        if name != 'total':
+            nnz.plot(epochs, [max(m['nonzero'][name], 1) for m in metrics], label=f'layer {name}')
+    for label, value in references.items():
+        nnz.axhline(value, linestyle='--', linewidth=0.8, color='grey')
+        nnz.annotate(label, (epochs[0], value), fontsize=7, color='grey', va='bottom')
+    nnz.set(xlabel='epoch', ylabel='non-zero weights', title='non-zero weights per layer', yscale='log')
+    nnz.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,193 @@
+"""train.py end to end on tiny generated data in the real CIFAR-10 format."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import blasso
+import data
+import models
+import train
+from fixtures import make_cifar10, md5
+
+
+@pytest.fixture(scope='module')
+def tiny_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp('tiny')
+    make_cifar10(str(directory), per_batch=40, test=40)  # 200 train, 40 test images
+    return str(directory)
+
+
+@pytest.fixture(autouse=True)
+def tiny_md5(tiny_dir, monkeypatch):
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(os.path.join(tiny_dir, 'cifar-10-python.tar.gz')))
+
+
+def run(tiny_dir, out, *flags):
+    return train.main(['--data-dir', tiny_dir, '--out', str(out), '--quiet', '--batch-size', '40', *flags])
+
+
+def read_metrics(out):
+    return [json.loads(line) for line in open(os.path.join(out, 'metrics.jsonl'))]
+
+
+@pytest.mark.parametrize('arch', list(models.ARCHS))
+@pytest.mark.parametrize('optimizer', [[], ['--beta', '50']], ids=['sgd', 'blasso'])
+def test_every_architecture_and_optimizer(tiny_dir, tmp_path, arch, optimizer):
+    assert run(tiny_dir, tmp_path, '--arch', arch, '--alpha', '1', '--epochs', '1', *optimizer) == 0
+    for name in ('config.json', 'summary.json'):
+        json.load(open(tmp_path / name))
+    (line,) = read_metrics(tmp_path)
+    assert line['epoch'] == 1 and 0 <= line['test_acc'] <= 1 and line['nonzero']['total'] > 0
+    ckpt = np.load(tmp_path / 'checkpoint.npz', allow_pickle=False)
+    assert json.loads(str(ckpt['config']))['arch'] == arch
+    Image.open(tmp_path / 'filters.png').verify()
+    Image.open(tmp_path / 'curves.png').verify()
+
+
+def test_loss_falls_and_files_parse(tiny_dir, tmp_path, capsys):
+    assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '2', '--epochs', '4', '--val-size', '40',
+               '--no-crop', '--no-flip', '--lr', '0.05') == 0
+    metrics = read_metrics(tmp_path)
+    assert [m['epoch'] for m in metrics] == [1, 2, 3, 4]
+    assert metrics[-1]['train_loss'] < 0.5 * metrics[0]['train_loss'], [m['train_loss'] for m in metrics]
+    assert metrics[-1]['test_acc'] > 0.5 and metrics[-1]['val_acc'] is not None
+    summary = json.load(open(tmp_path / 'summary.json'))
+    assert summary['best_test_acc'] >= summary['final_test_acc'] > 0.5
+    assert 0 < summary['locality_score'] < 1 and summary['description_length_bits'] > 0
+    assert set(summary['layers']) == {'1.W', '4.W', '7.W'}
+    out = capsys.readouterr().out
+    assert 'optimizer: SGD, momentum 0.9' in out and 'locality score of the first layer' in out
+
+
+def test_blasso_with_large_lambda_prunes_epoch_after_epoch(tiny_dir, tmp_path):
+    assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '2', '--epochs', '4', '--beta', '50',
+               '--lam-conv', '1e-3', '--lam-fc', '1e-3', '--lr', '0.05') == 0
+    totals = [m['nonzero']['total'] for m in read_metrics(tmp_path)]
+    assert all(a > b for a, b in zip(totals, totals[1:])), totals
+    assert totals[-1] < 0.2 * models.build('s_fc', 2).num_params()
+
+
+def interrupt_at(monkeypatch, call):
+    """Deliver a real SIGINT from inside the `call`-th optimizer step, as a Ctrl-C would."""
+    real, calls = blasso.blasso_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(blasso, 'blasso_step', step)
+
+
+def test_interrupt_and_resume_match_an_uninterrupted_run(tiny_dir, tmp_path, monkeypatch, capsys):
+    flags = ['--arch', 's_fc', '--alpha', '2', '--epochs', '3', '--beta', '50', '--cutout', '--dropout', '0.2']
+    assert run(tiny_dir, tmp_path / 'whole', *flags) == 0
+    interrupt_at(monkeypatch, 7)  # epoch 2 (5 steps an epoch), step 2
+    assert run(tiny_dir, tmp_path / 'split', *flags) == 130
+    out = capsys.readouterr().out
+    assert f'continue with: python train.py --resume {tmp_path / "split"}' in out
+    assert len(read_metrics(tmp_path / 'split')) == 1
+    monkeypatch.undo()
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(os.path.join(tiny_dir, 'cifar-10-python.tar.gz')))
+    assert train.main(['--resume', str(tmp_path / 'split'), '--quiet']) == 0
+    whole = np.load(tmp_path / 'whole' / 'checkpoint.npz', allow_pickle=False)
+    split = np.load(tmp_path / 'split' / 'checkpoint.npz', allow_pickle=False)
+    arrays = [k for k in whole.files if k.startswith(('param/', 'buffer/'))]
+    assert arrays and all(np.array_equal(whole[k], split[k]) for k in arrays)
+    timeless = lambda m: {k: v for k, v in m.items() if k not in ('seconds', 'images_per_s')}  # noqa: E731
+    assert [timeless(m) for m in read_metrics(tmp_path / 'whole')] == [timeless(m) for m in read_metrics(tmp_path / 'split')]
+
+
+def test_sgd_resume_restores_momentum(tiny_dir, tmp_path, monkeypatch):
+    flags = ['--arch', 's_conv', '--alpha', '2', '--epochs', '2']
+    assert run(tiny_dir, tmp_path / 'whole', *flags) == 0
+    real, calls = blasso.sgd_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # the last step of epoch 1
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(blasso, 'sgd_step', step)
+    assert run(tiny_dir, tmp_path / 'split', *flags) == 130
+    monkeypatch.setattr(blasso, 'sgd_step', real)
+    assert train.main(['--resume', str(tmp_path / 'split'), '--quiet']) == 0
+    whole = np.load(tmp_path / 'whole' / 'checkpoint.npz', allow_pickle=False)
+    split = np.load(tmp_path / 'split' / 'checkpoint.npz', allow_pickle=False)
+    assert any(k.startswith('velocity/') for k in whole.files)
+    assert all(np.array_equal(whole[k], split[k]) for k in whole.files if '/' in k)
+
+
+def test_nan_guard(tiny_dir, tmp_path, capsys):
+    assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '2', '--epochs', '2', '--lr', '1e30') == 1
+    err = capsys.readouterr().err.strip()
+    assert 'the loss is nan at epoch 1, step' in err and len(err.splitlines()) == 1
+    assert not os.path.exists(tmp_path / 'checkpoint.npz')  # nothing bad was written
+
+
+def test_cpu_note_for_slow_settings(tiny_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(models, 'macs_per_image', lambda model: 10 ** 12)  # as if paper-sized
+    assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '1', '--beta', '50') == 0
+    out = capsys.readouterr().out
+    assert 'note: on this CPU an epoch takes at least' in out
+    assert 'python train.py --arch s_fc --alpha 4 --epochs 3 --beta 50' in out
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--arch', 'resnet'], "unknown arch 'resnet'"),
+    (['--dataset', 'mnist'], "unknown dataset 'mnist'"),
+    (['--alpha', '0'], '--alpha must be positive'),
+    (['--alpha', 'x'], "invalid int value: 'x'"),
+    (['--lr', '-1'], '--lr must be positive'),
+    (['--batch-size', '0'], '--batch-size must be positive'),
+    (['--epochs', '0'], '--epochs must be positive'),
+    (['--batch-size', '1000'], '--batch-size 1000 is larger than the 200 training images'),
+    (['--val-size', '500'], 'val_size must be in'),
+    (['--device', 'tpu'], "invalid choice: 'tpu'"),
+])
+def test_bad_input_is_one_line_and_status_2(tiny_dir, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        train.main(['--data-dir', tiny_dir, '--out', str(tmp_path), '--alpha', '1', '--quiet', *flags])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_gpu_without_gpu(tiny_dir, tmp_path, capsys):
+    if models.gpu_available():
+        pytest.skip('a GPU is present')
+    with pytest.raises(SystemExit) as e:
+        run(tiny_dir, tmp_path, '--alpha', '1', '--device', 'gpu')
+    assert e.value.code == 2 and '--device gpu needs CuPy' in capsys.readouterr().err
+
+
+def test_existing_run_needs_resume(tiny_dir, tmp_path, capsys):
+    assert run(tiny_dir, tmp_path, '--alpha', '1', '--epochs', '1') == 0
+    with pytest.raises(SystemExit) as e:
+        run(tiny_dir, tmp_path, '--alpha', '1', '--epochs', '1')
+    assert e.value.code == 2 and f'--resume {tmp_path}' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        train.main(['--resume', str(tmp_path / 'nothing')])
+    assert e.value.code == 2 and 'holds no checkpoint.npz' in capsys.readouterr().err
+
+
+def test_missing_data_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data.urllib.request, 'urlopen', lambda *a, **k: (_ for _ in ()).throw(OSError('offline')))
+    with pytest.raises(SystemExit) as e:
+        train.main(['--data-dir', str(tmp_path / 'empty'), '--out', str(tmp_path / 'run'), '--alpha', '1'])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and 'could not download' in err and len(err.splitlines()) == 1
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(['--help'])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    for flag in ('--arch', '--dataset', '--data-dir', '--alpha', '--width', '--epochs', '--batch-size', '--lr',
+                 '--momentum', '--weight-decay', '--dropout', '--crop', '--flip', '--cutout', '--permute-pixels',
+                 '--val-size', '--seed', '--device', '--out', '--resume', '--beta', '--lam-conv', '--lam-fc', '--quiet'):
+        assert flag in out, flag

@@ -1,0 +1,317 @@
+"""Train one of the paper's networks with beta-LASSO or SGD, and report what the paper reports.
+
+    python train.py --arch s_fc --beta 50                          # S-FC, beta-LASSO: the paper's run (GPU)
+    python train.py --arch s_fc --alpha 4 --epochs 3 --beta 50     # a quick look on a CPU
+    python train.py --resume runs/s_fc-blasso-a150                 # continue an interrupted run
+
+A run writes config.json, metrics.jsonl (one line per epoch), checkpoint.npz (every epoch),
+curves.png, filters.png and summary.json into its run directory (--out).
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+import blasso
+import data
+import models
+import report
+
+S_ALPHA, D_ALPHA = 150, 15  # Table 1: S-FC and D-FC near 256M weights (PAPER-NOTES §1)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description='Train a D-*/S-*/3-FC network with beta-LASSO or SGD (Neyshabur 2020).',
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.error = lambda message: fail(message)  # one line, exit status 2, no usage dump
+    # data
+    p.add_argument('--dataset', default='cifar10', help='cifar10, cifar100 or svhn')
+    p.add_argument('--data-dir', default=data.DATA_DIR, help='where datasets live ($BLASSO_DATA sets the default)')
+    p.add_argument('--svhn-extra', action=argparse.BooleanOptionalAction, default=False, help='SVHN: train on train + extra')
+    p.add_argument('--val-size', type=int, default=0, help='training images held out for validation')
+    p.add_argument('--crop', action=argparse.BooleanOptionalAction, default=True, help='random crop, 4-pixel padding')
+    p.add_argument('--flip', action=argparse.BooleanOptionalAction, default=True, help='random horizontal flip')
+    p.add_argument('--cutout', action=argparse.BooleanOptionalAction, default=False, help='Cutout (16 px CIFAR, 20 px SVHN)')
+    p.add_argument('--permute-pixels', action=argparse.BooleanOptionalAction, default=False,
+                   help='one fixed seeded pixel permutation for train and test')
+    # model
+    p.add_argument('--arch', default='s_fc', help=f"one of {', '.join(models.ARCHS)}")
+    p.add_argument('--alpha', type=int, default=None, help=f'base channels (default {S_ALPHA} for S-* and 3-FC, {D_ALPHA} for D-*)')
+    p.add_argument('--width', type=int, default=None, help="3-FC's hidden width (default: as many weights as S-FC)")
+    p.add_argument('--dropout', type=float, default=0.0, help='dropout on the inputs of the last two FC layers')
+    # optimization
+    p.add_argument('--epochs', type=int, default=400, help='epochs (Table 2 uses 4000)')
+    p.add_argument('--batch-size', type=int, default=512, help='batch size')
+    p.add_argument('--lr', type=float, default=0.1, help='initial learning rate, cosine-annealed to 0')
+    p.add_argument('--beta', type=float, default=None, help='beta-LASSO threshold coefficient (paper: 50); omit for SGD')
+    p.add_argument('--lam-conv', type=float, default=2e-5, help='beta-LASSO l1 lambda of the convolution-like layer(s)')
+    p.add_argument('--lam-fc', type=float, default=5e-6, help='beta-LASSO l1 lambda of the other weight matrices')
+    p.add_argument('--momentum', type=float, default=0.9, help='SGD momentum (beta-LASSO uses none, App. A.2)')
+    p.add_argument('--weight-decay', type=float, default=5e-4, help='SGD weight decay')
+    p.add_argument('--seed', type=int, default=0, help='seed of the weights, the split and every batch')
+    # system and logging
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'gpu'], help='gpu needs CuPy and a GPU')
+    p.add_argument('--out', default=None, help='run directory (default runs/ARCH-OPTIMIZER-aALPHA)')
+    p.add_argument('--resume', default=None, metavar='DIR', help="continue the run in DIR with its saved configuration")
+    p.add_argument('--quiet', action='store_true', help='no progress bars: one line per epoch, for logs')
+    args = p.parse_args(argv)
+    if args.resume:
+        return args
+    if args.arch not in models.ARCHS:
+        fail(f"unknown arch {args.arch!r}; choose one of {', '.join(models.ARCHS)}")
+    if args.dataset not in data.DATASETS:
+        fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+    args.alpha = args.alpha if args.alpha is not None else D_ALPHA if args.arch.startswith('d_') else S_ALPHA
+    for name in ('alpha', 'epochs', 'batch_size', 'lr'):
+        if getattr(args, name) <= 0:
+            fail(f'--{name.replace("_", "-")} must be positive, got {getattr(args, name)}')
+    optimizer = 'sgd' if args.beta is None else 'blasso'
+    args.out = args.out or os.path.join('runs', f'{args.arch}-{optimizer}-a{args.alpha}')
+    return args
+
+
+def fail(message):
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def save_checkpoint(path, model, velocity, config, progress):
+    """Every array to host memory, into an npz written under a temporary name and renamed, so
+    an interrupted write never replaces the last good checkpoint."""
+    arrays = {f'param/{name}': report.to_numpy(p) for name, p, _ in model.params()}
+    arrays.update({f'buffer/{name}': report.to_numpy(b) for name, b in model.buffers()})
+    arrays.update({f'velocity/{name}': report.to_numpy(v) for name, v in velocity.items()})
+    arrays['config'], arrays['progress'] = np.array(json.dumps(config)), np.array(json.dumps(progress))
+    with open(path + '.tmp', 'wb') as f:
+        np.savez(f, **arrays)
+    os.replace(path + '.tmp', path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    # 1. the run directory: a new run, or the one being resumed
+    checkpoint = None
+    if args.resume:
+        path = os.path.join(args.resume, 'checkpoint.npz')
+        if not os.path.exists(path):
+            fail(f'{args.resume} holds no checkpoint.npz to resume from')
+        checkpoint = np.load(path, allow_pickle=False)
+        config = json.loads(str(checkpoint['config']))
+        config.update(resume=args.resume, quiet=args.quiet, device=args.device, out=args.resume)
+        args = argparse.Namespace(**config)
+    elif os.path.exists(os.path.join(args.out, 'checkpoint.npz')):
+        fail(f'{args.out} already holds a run; continue it with --resume {args.out}, or choose another --out')
+    os.makedirs(args.out, exist_ok=True)
+    config = {k: v for k, v in vars(args).items() if k not in ('resume',)}
+    optimizer = 'sgd' if args.beta is None else 'blasso'
+
+    # 2. backend: arrays carry it from here on
+    if args.device == 'gpu' and not models.gpu_available():
+        fail('--device gpu needs CuPy and a visible GPU (pip install cupy-cuda12x); use --device cpu')
+    xp = models.cupy if args.device != 'cpu' and models.gpu_available() else np
+
+    # 3. data, moved to the device once; augmentation runs there
+    try:
+        x_train, y_train, x_test, y_test = data.load(args.dataset, args.data_dir, extra=args.svhn_extra)
+        x_train, y_train, x_val, y_val = data.split_validation(x_train, y_train, args.val_size, args.seed)
+    except data.DataError as e:
+        fail(str(e))
+    if args.batch_size > len(x_train):
+        fail(f'--batch-size {args.batch_size} is larger than the {len(x_train)} training images')
+    spec = data.DATASETS[args.dataset]
+    mean, std = data.channel_stats(x_train)
+    permutation = data.pixel_permutation(args.seed) if args.permute_pixels else None
+    loader = lambda x, y, train: data.Loader(  # noqa: E731
+        x, y, args.batch_size, xp, mean, std, train=train, seed=args.seed, crop=args.crop, flip=args.flip,
+        cutout=spec['cutout'] if args.cutout else 0, permutation=permutation)
+    train_batches, test_batches = loader(x_train, y_train, True), loader(x_test, y_test, False)
+    val_batches = loader(x_val, y_val, False) if len(x_val) else None
+
+    # 4. model and optimizer groups
+    model = models.build(args.arch, args.alpha, num_classes=spec['num_classes'], seed=args.seed,
+                         width=args.width, dropout=args.dropout)
+    models.to_device(model, xp)
+    print(model)
+    if optimizer == 'blasso':
+        groups = blasso.param_groups(model, args.lam_conv, args.lam_fc)
+        print(f'optimizer: beta-LASSO, beta {args.beta:g}, no momentum, lr {args.lr:g} cosine')
+    else:
+        print(f'optimizer: SGD, momentum {args.momentum:g}, weight decay {args.weight_decay:g}, lr {args.lr:g} cosine')
+    print(f'device: {"GPU (CuPy)" if xp is not np else "CPU (NumPy)"}; data: {args.dataset}, '
+          f'{len(x_train)} train / {len(x_val)} val / {len(x_test)} test; run directory: {args.out}')
+    steps_per_epoch, total_steps = len(train_batches), len(train_batches) * args.epochs
+    step_flops = 6 * models.macs_per_image(model) * args.batch_size
+    if xp is np:  # a paper-sized net on a CPU takes long: say so before the first bar
+        a = np.ones((1024, 1024), np.float32)
+        t0 = time.perf_counter()
+        a @ a
+        rate = 2 * 1024 ** 3 / (time.perf_counter() - t0)
+        estimate = steps_per_epoch * step_flops / rate
+        if estimate > 120:
+            print(f'note: on this CPU an epoch takes at least {estimate / 60:.0f} min ({step_flops / 1e9:.0f} GFLOP per step); '
+                  f'for a quick look: python train.py --arch {args.arch} --alpha 4 --epochs 3' +
+                  (f' --beta {args.beta:g}' if optimizer == 'blasso' else ''))
+
+    # 5. state: fresh, or restored from the checkpoint
+    velocity = {}
+    progress = dict(epoch=0, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
+    if checkpoint is not None:
+        for name, p, _ in model.params():
+            p[...] = xp.asarray(checkpoint[f'param/{name}'])
+        for name, b in model.buffers():
+            b[...] = checkpoint[f'buffer/{name}'] if isinstance(b, np.ndarray) else xp.asarray(checkpoint[f'buffer/{name}'])
+        velocity = {k[len('velocity/'):]: xp.asarray(checkpoint[k]) for k in checkpoint.files if k.startswith('velocity/')}
+        progress = json.loads(str(checkpoint['progress']))
+        print(f'resuming at epoch {progress["epoch"] + 1}, step {progress["step"]}')
+    metrics_path = os.path.join(args.out, 'metrics.jsonl')
+    metrics = []
+    if os.path.exists(metrics_path):  # keep the epochs the checkpoint has seen, drop any later line
+        metrics = [json.loads(line) for line in open(metrics_path)][:progress['epoch']] if checkpoint is not None else []
+    with open(metrics_path, 'w') as f:
+        f.writelines(json.dumps(m) + '\n' for m in metrics)
+    with open(os.path.join(args.out, 'config.json'), 'w') as f:
+        json.dump(config, f, indent=2)
+
+    def get_lr(step):
+        # cosine annealing from lr to 0 over the whole run, per step (App. A.2)
+        return 0.5 * args.lr * (1 + math.cos(math.pi * step / total_steps))
+
+    def evaluate(batches):
+        loss_sum, correct = 0.0, 0
+        for x, y in batches.epoch(0):
+            logits = model.forward(x, train=False)
+            loss, _ = models.softmax_cross_entropy(logits, y)
+            loss_sum += float(loss) * len(y)  # sync point
+            correct += int((logits.argmax(axis=1) == y).sum())
+        n = len(batches.labels)
+        return loss_sum / n, correct / n
+
+    # Ctrl-C asks the loop to stop after the current step; a second one stops at once
+    interrupted = []
+
+    def on_interrupt(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+
+    # 6. the loop: lr -> batch -> forward -> loss -> backward -> update -> log; per epoch:
+    #    evaluate, count non-zeros (Fig. 3), write metrics and checkpoint
+    ckpt_path = os.path.join(args.out, 'checkpoint.npz')
+    try:
+        with np.errstate(over='ignore', invalid='ignore'):  # divergence is reported by the NaN guard
+            for epoch in range(progress['epoch'], args.epochs):
+                start_step = progress['step']
+                bar = tqdm(train_batches.epoch(epoch, start_step), total=steps_per_epoch, initial=start_step,
+                           desc=f'epoch {epoch + 1}/{args.epochs}', disable=args.quiet, leave=False)
+                t0 = time.perf_counter()
+                for step, (x, y) in enumerate(bar, start_step):
+                    global_step = epoch * steps_per_epoch + step
+                    lr = get_lr(global_step)
+                    logits = model.forward(x, train=True)
+                    loss, dlogits = models.softmax_cross_entropy(logits, y)
+                    loss_value = float(loss)  # sync point, and the NaN guard
+                    if not math.isfinite(loss_value):
+                        print(f'error: the loss is {loss_value} at epoch {epoch + 1}, step {step + 1}: '
+                              f'lower --lr; ' + (f'the last good checkpoint is {ckpt_path}' if os.path.exists(ckpt_path)
+                                                else 'no checkpoint was written'), file=sys.stderr)
+                        return 1
+                    model.backward(dlogits, need_dx=False)
+                    if optimizer == 'blasso':
+                        blasso.blasso_step(groups, lr, args.beta)
+                    else:
+                        blasso.sgd_step(model.params(), lr, args.momentum, args.weight_decay, velocity)
+                    progress['loss_sum'] += loss_value * len(y)
+                    progress['correct'] += int((logits.argmax(axis=1) == y).sum())
+                    progress['seen'] += len(y)
+                    progress['step'] = step + 1
+                    images_per_s = (step + 1 - start_step) * len(y) / (time.perf_counter() - t0)
+                    bar.set_postfix(loss=f'{progress["loss_sum"] / progress["seen"]:.3f}',
+                                    acc=f'{progress["correct"] / progress["seen"]:.3f}', img_s=f'{images_per_s:,.0f}')
+                    if interrupted:
+                        break
+                progress['seconds'] += time.perf_counter() - t0
+                if interrupted:
+                    save_checkpoint(ckpt_path, model, velocity, config, progress)
+                    print(f'\ninterrupted at epoch {epoch + 1}, step {progress["step"]}; checkpoint written.\n'
+                          f'continue with: python train.py --resume {args.out}')
+                    return 130
+
+                # end of epoch: evaluate, count non-zeros, log, checkpoint
+                test_loss, test_acc = evaluate(test_batches)
+                val_loss, val_acc = evaluate(val_batches) if val_batches else (None, None)
+                line = dict(epoch=epoch + 1, lr=get_lr((epoch + 1) * steps_per_epoch),
+                            train_loss=progress['loss_sum'] / progress['seen'], train_acc=progress['correct'] / progress['seen'],
+                            val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
+                            nonzero=blasso.count_nonzero(model), seconds=progress['seconds'],
+                            images_per_s=progress['seen'] / max(progress['seconds'], 1e-9))
+                metrics.append(line)
+                with open(metrics_path, 'a') as f:
+                    f.write(json.dumps(line) + '\n')
+                tqdm.write(f'epoch {epoch + 1:4d} | lr {line["lr"]:.4f} | train loss {line["train_loss"]:.4f} '
+                           f'acc {line["train_acc"]:.4f} | ' + (f'val acc {val_acc:.4f} | ' if val_batches else '') +
+                           f'test loss {test_loss:.4f} acc {test_acc:.4f} | non-zero {line["nonzero"]["total"]:,} | '
+                           f'{line["seconds"]:.1f} s, {line["images_per_s"]:,.0f} img/s')
+                progress = dict(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
+                save_checkpoint(ckpt_path, model, velocity, config, progress)
+                report.save_curves(metrics, reference_sizes(args, spec), os.path.join(args.out, 'curves.png'))
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+
+    # 7. the summary: accuracy, non-zeros against the layer sizes (Fig. 3), filters (Fig. 4),
+    #    locality of the first layer and Theorem 2's description length
+    summarize(args, model, metrics, spec, len(x_train))
+    return 0
+
+
+def reference_sizes(args, spec):
+    """Fig. 3's dashed lines: S-CONV's and S-LOCAL's first layer at this alpha."""
+    s_conv_layer1 = 3 * 81 * args.alpha
+    positions = models.conv_out_size(32, 9, 2, 4) ** 2
+    return {'S-CONV layer 1': s_conv_layer1, 'S-LOCAL layer 1': s_conv_layer1 * positions}
+
+
+def summarize(args, model, metrics, spec, num_train):
+    final = metrics[-1]
+    sizes = {name: int(p.size) for name, p, _ in model.params() if p.ndim >= 2}
+    layers = {name: dict(nonzero=final['nonzero'][name], size=size, share=final['nonzero'][name] / size)
+              for name, size in sizes.items()}
+    maps = report.first_layer_maps(model, 32, 3)
+    n = model.num_params()
+    nonzero_all = sum(int(np.count_nonzero(report.to_numpy(p))) for _, p, _ in model.params())
+    bits = report.description_length(nonzero_all, n)
+    summary = dict(
+        arch=args.arch, alpha=args.alpha, optimizer='sgd' if args.beta is None else 'blasso', beta=args.beta,
+        dataset=args.dataset, epochs=final['epoch'],
+        final_test_acc=final['test_acc'], best_test_acc=max(m['test_acc'] for m in metrics),
+        best_val_acc=max((m['val_acc'] for m in metrics if m['val_acc'] is not None), default=None),
+        layers=layers, nonzero_total=final['nonzero']['total'], weights_total=sum(sizes.values()),
+        reference_sizes=reference_sizes(args, spec),
+        locality_score=report.locality_score(maps),
+        description_length_bits=bits, mdl_gap_bound=report.mdl_gap_bound(bits, n, num_train),
+        seconds=sum(m['seconds'] for m in metrics))
+    with open(os.path.join(args.out, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    report.save_filters(maps, os.path.join(args.out, 'filters.png'), seed=args.seed)
+    print(f'\n{args.arch} alpha {args.alpha}, {summary["optimizer"]}, {summary["epochs"]} epochs: '
+          f'test accuracy final {100 * summary["final_test_acc"]:.2f}%, best {100 * summary["best_test_acc"]:.2f}%')
+    for name, layer in layers.items():
+        print(f'  layer {name:6s} non-zero {layer["nonzero"]:>12,} of {layer["size"]:>12,} ({100 * layer["share"]:.2f}%)')
+    print('  reference: ' + ', '.join(f'{k} {v:,}' for k, v in summary['reference_sizes'].items()))
+    locality = summary['locality_score']
+    print(f'  locality score of the first layer: {"n/a" if locality is None else f"{locality:.3f}"} '
+          f'(dense random ~0.1, S-LOCAL 1.0)')
+    print(f'  description length (Theorem 2): {bits:,.0f} bits; bound on the generalisation gap '
+          f'{summary["mdl_gap_bound"]:.3g}')
+    print(f'  written to {args.out}: config.json metrics.jsonl checkpoint.npz curves.png filters.png summary.json')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
