@@ -95,20 +95,17 @@ def im2col(x, k, stride, pad):
     """x: (N, C, H, W) -> cols: (H', W', N, C, k, k), H' = (H + 2*pad - k) // stride + 1.
 
     Position-major, so Conv2d reads it as one matrix (H'*W'*N, C*k*k) and Local2d as a stack of
-    per-position matrices (H'*W', N, C*k*k), both without a copy. Chainer's im2col_cpu: a loop
-    over the k*k kernel offsets, each a strided slice, so it runs the same on NumPy and CuPy.
+    per-position matrices (H'*W', N, C*k*k), both without a copy. The windows are first a
+    strided view of the padded input (no copy), then copied once into that order.
     """
     xp = get_array_module(x)
     n, c, h, w = x.shape
     h_out, w_out = conv_out_size(h, k, stride, pad), conv_out_size(w, k, stride, pad)
-    if pad:
-        x = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    cols = xp.empty((h_out, w_out, n, c, k, k), dtype=x.dtype)
-    for i in range(k):
-        for j in range(k):
-            patch = x[:, :, i:i + stride * h_out:stride, j:j + stride * w_out:stride]  # (N, C, H', W')
-            cols[:, :, :, :, i, j] = patch.transpose(2, 3, 0, 1)
-    return cols
+    x = xp.ascontiguousarray(xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x)
+    s_n, s_c, s_h, s_w = x.strides
+    windows = xp.lib.stride_tricks.as_strided(  # (N, C, H', W', k, k), a view of x
+        x, (n, c, h_out, w_out, k, k), (s_n, s_c, s_h * stride, s_w * stride, s_h, s_w))
+    return xp.ascontiguousarray(windows.transpose(2, 3, 0, 1, 4, 5))
 
 
 def col2im(cols, x_shape, k, stride, pad):

@@ -1,0 +1,201 @@
+"""How fast a training step is, against what this machine's matrix products can do.
+
+    python bench.py                                         # the five nets at alpha 8, batch 128, CPU
+    python bench.py --arch s_fc --alpha 150 --steps 1       # S-FC at the paper's size: peak memory
+    python bench.py --device gpu --alpha 150 --batch-size 512 --arch s_fc,s_conv,s_local
+    python bench.py --local-vs-einsum                       # Local2d against unfold + einsum
+
+Each net runs in a fresh process, so its peak resident memory is its own. Times are the median
+and minimum over --steps steps after --warmup; GPU timings synchronise before reading the clock.
+Rates count the multiply-adds of the linear, conv and local layers (2 flops each) of forward,
+weight gradient and input gradient (none for the first layer: its input needs none).
+"""
+import argparse
+import json
+import multiprocessing
+import resource
+import time
+
+import numpy as np
+
+ARCHS = ['s_fc', 'three_fc', 's_conv', 's_local', 'd_conv']
+
+
+def backend(device):
+    import models
+    if device == 'gpu' or (device == 'auto' and models.gpu_available()):
+        if not models.gpu_available():
+            raise SystemExit('error: --device gpu needs CuPy and a visible GPU')
+        return models.cupy
+    return np
+
+
+def timer(xp):
+    """A clock that waits for the GPU first, so it times work done, not work queued."""
+    if xp is np:
+        return time.perf_counter
+    return lambda: (xp.cuda.Device().synchronize(), time.perf_counter())[1]
+
+
+def matmul_rate(xp, a_shape, b_shape, repeat=5):
+    """float32 GFLOP/s of a @ b (batched if 3-D) on xp, best of `repeat`."""
+    a = xp.ones(a_shape, np.float32)
+    b = xp.ones(b_shape, np.float32)
+    clock, best = timer(xp), float('inf')
+    a @ b
+    for _ in range(repeat):
+        t0 = clock()
+        a @ b
+        best = min(best, clock() - t0)
+    flops = 2 * np.prod(a_shape) * b_shape[-1]
+    return flops / best / 1e9
+
+
+def largest_layer(model, batch):
+    """The operand shapes of the forward product of the layer with the most multiply-adds."""
+    import models
+    best, shapes = 0, None
+    for layer in model.layers:
+        if isinstance(layer, models.Linear):
+            macs, s = layer.W.size, ((batch, layer.W.shape[0]), layer.W.shape)
+        elif isinstance(layer, models.Conv2d):
+            p = layer.cols.shape[0] * layer.cols.shape[1]
+            macs, s = layer.W.size * p, ((p * batch, layer.W.shape[0]), layer.W.shape)
+        elif isinstance(layer, models.Local2d):
+            p, ckk, f = layer.W.shape
+            macs, s = layer.W.size, ((p, batch, ckk), layer.W.shape)
+        else:
+            continue
+        if macs > best:
+            best, shapes = macs, s
+    return shapes
+
+
+def bench_one(arch, alpha, batch, steps, warmup, device, opt):
+    """One net in this process: times, rates and peak memory, as a dict."""
+    import blasso
+    import models
+    xp = backend(device)
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model = models.to_device(models.build(arch, alpha), xp)
+    first = next(layer for layer in model.layers if any(True for _ in layer.params()))
+    macs = models.macs_per_image(model)
+    flops = 2 * batch * (3 * macs - first.W.size * (
+        first.cols.shape[0] * first.cols.shape[1] if isinstance(first, models.Conv2d) else 1))
+    rng = np.random.default_rng(0)
+    x = xp.asarray(rng.standard_normal((batch, 3, 32, 32), dtype=np.float32))
+    y = xp.asarray(rng.integers(0, 10, batch))
+    groups = blasso.param_groups(model, 2e-5, 5e-6, verbose=False)
+    velocity = {}
+    clock = timer(xp)
+    times = {'forward': [], 'backward': [], 'update': [], 'step': []}
+    for i in range(warmup + steps):
+        t0 = clock()
+        loss, dlogits = models.softmax_cross_entropy(model.forward(x), y)
+        t1 = clock()
+        model.backward(dlogits, need_dx=False)
+        t2 = clock()
+        if opt == 'blasso':
+            blasso.blasso_step(groups, 0.01, 50.0)
+        else:
+            blasso.sgd_step(model.params(), 0.01, 0.9, 5e-4, velocity)
+        t3 = clock()
+        if i >= warmup:
+            for key, value in zip(times, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                times[key].append(value)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    peak = (xp.get_default_memory_pool().total_bytes() / 2 ** 20 if xp is not np
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    a_shape, b_shape = largest_layer(model, batch)
+    square = 4096 if xp is not np else 2048
+    peak_rate = matmul_rate(xp, (square, square), (square, square))
+    layer_rate = matmul_rate(xp, a_shape, b_shape)
+    achieved = flops / med['step'] / 1e9
+    return dict(arch=arch, alpha=alpha, batch=batch, opt=opt, device='gpu' if xp is not np else 'cpu',
+                params=model.num_params(), step_ms=1e3 * med['step'], step_min_ms=1e3 * min(times['step']),
+                forward_ms=1e3 * med['forward'], backward_ms=1e3 * med['backward'], update_ms=1e3 * med['update'],
+                images_per_s=batch / med['step'], gflops=achieved, matmul_gflops=peak_rate,
+                largest_layer=f'{a_shape}@{tuple(b_shape)}', largest_layer_gflops=layer_rate,
+                fraction_of_matmul=achieved / peak_rate, update_share=med['update'] / med['step'],
+                peak_mb=peak, start_mb=rss_start if xp is np else 0.0,
+                weights_and_grads_mb=2 * sum(p.nbytes for _, p, _ in model.params()) / 2 ** 20)
+
+
+def unfold_einsum_local(x, W, k, stride, pad):
+    """The locally connected layer as usually written (cf. pytorch/pytorch#499): unfold the input
+    into a strided window view, then einsum against per-position filters. Forward and backward;
+    for comparison only. x: (N, C, H, W); W: (H', W', C, k, k, F)."""
+    xpad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    windows = np.lib.stride_tricks.sliding_window_view(xpad, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    out = np.einsum('nchwij,hwcijf->nfhw', windows, W, optimize=True)  # (N, F, H', W')
+    dout = np.ones_like(out)
+    dW = np.einsum('nchwij,nfhw->hwcijf', windows, dout, optimize=True)
+    dwindows = np.einsum('nfhw,hwcijf->ncijhw', dout, W, optimize=True)
+    return out, dW, dwindows
+
+
+def local_vs_einsum(alpha, batch, steps):
+    """S-LOCAL's first layer (9x9, stride 2, pad 4): Local2d against unfold + einsum, fwd + bwd."""
+    import models
+    rng = np.random.default_rng(0)
+    layer = models.Local2d(3, alpha, 9, 2, 4, 32, 32, rng)
+    x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
+    W6 = layer.W.reshape(16, 16, 3, 9, 9, alpha)
+    out_ref = unfold_einsum_local(x, W6, 9, 2, 4)[0]
+    assert np.allclose(layer.forward(x), out_ref, atol=1e-3), 'the two layers disagree'
+
+    def ours():
+        out = layer.forward(x)
+        layer.backward(np.ones_like(out))
+
+    results = {}
+    for name, fn in (('Local2d (batched matmul)', ours), ('unfold + einsum', lambda: unfold_einsum_local(x, W6, 9, 2, 4))):
+        fn()
+        ts = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        results[name] = float(np.median(ts))
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description='Time training steps and compare them with the matmul rate.',
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--arch', default=','.join(ARCHS), help='comma-separated architectures')
+    p.add_argument('--alpha', type=int, default=8, help='base channels')
+    p.add_argument('--batch-size', type=int, default=128, help='batch size')
+    p.add_argument('--steps', type=int, default=10, help='timed steps per net')
+    p.add_argument('--warmup', type=int, default=2, help='untimed steps first')
+    p.add_argument('--device', default='cpu', choices=['auto', 'cpu', 'gpu'], help='where to run')
+    p.add_argument('--opt', default='blasso', choices=['blasso', 'sgd'], help='the update in the step')
+    p.add_argument('--local-vs-einsum', action='store_true', help='compare Local2d with unfold + einsum')
+    p.add_argument('--json', action='store_true', help='also print one JSON line per net')
+    args = p.parse_args(argv)
+    if args.local_vs_einsum:
+        times = local_vs_einsum(args.alpha, args.batch_size, args.steps)
+        for name, seconds in times.items():
+            print(f'{name:26s} {1e3 * seconds:8.1f} ms (forward + backward, alpha {args.alpha}, batch {args.batch_size})')
+        ratio = times['unfold + einsum'] / times['Local2d (batched matmul)']
+        print(f'Local2d is {ratio:.1f}x faster')
+        return
+    spawn = multiprocessing.get_context('spawn')  # a fresh process per net: its own peak memory
+    header = (f'{"arch":9s} {"alpha":>5s} {"params":>12s} {"step ms":>8s} {"min ms":>7s} {"fwd":>6s} {"bwd":>6s} '
+              f'{"update":>6s} {"img/s":>8s} {"GFLOP/s":>8s} {"matmul":>7s} {"ratio":>6s} {"upd %":>6s} {"peak MB":>8s}')
+    print(header)
+    for arch in args.arch.split(','):
+        with spawn.Pool(1) as pool:
+            r = pool.apply(bench_one, (arch, args.alpha, args.batch_size, args.steps, args.warmup, args.device, args.opt))
+        print(f'{arch:9s} {r["alpha"]:5d} {r["params"]:12,d} {r["step_ms"]:8.1f} {r["step_min_ms"]:7.1f} '
+              f'{r["forward_ms"]:6.1f} {r["backward_ms"]:6.1f} {r["update_ms"]:6.1f} {r["images_per_s"]:8,.0f} '
+              f'{r["gflops"]:8.1f} {r["matmul_gflops"]:7.1f} {r["fraction_of_matmul"]:6.0%} '
+              f'{r["update_share"]:6.1%} {r["peak_mb"]:8.0f}')
+        if args.json:
+            print(json.dumps(r))
+    print(f'device {r["device"]}, batch {args.batch_size}, {args.opt} update, float32; ratio = achieved / '
+          f'square-matmul GFLOP/s measured in the same process')
+
+
+if __name__ == '__main__':
+    main()
