@@ -123,19 +123,20 @@ def bench_one(arch, alpha, batch, steps, warmup, device, opt):
 
 def unfold_einsum_local(x, W, k, stride, pad):
     """The locally connected layer as usually written (cf. pytorch/pytorch#499): unfold the input
-    into a strided window view, then einsum against per-position filters. Forward and backward;
-    for comparison only. x: (N, C, H, W); W: (H', W', C, k, k, F)."""
+    into a strided window view, then einsum against per-position filters. Forward and weight
+    gradient (S-LOCAL's first layer needs no input gradient); for comparison only.
+    x: (N, C, H, W); W: (H', W', C, k, k, F)."""
     xpad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     windows = np.lib.stride_tricks.sliding_window_view(xpad, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
     out = np.einsum('nchwij,hwcijf->nfhw', windows, W, optimize=True)  # (N, F, H', W')
     dout = np.ones_like(out)
     dW = np.einsum('nchwij,nfhw->hwcijf', windows, dout, optimize=True)
-    dwindows = np.einsum('nfhw,hwcijf->ncijhw', dout, W, optimize=True)
-    return out, dW, dwindows
+    return out, dW
 
 
 def local_vs_einsum(alpha, batch, steps):
-    """S-LOCAL's first layer (9x9, stride 2, pad 4): Local2d against unfold + einsum, fwd + bwd."""
+    """S-LOCAL's first layer (9x9, stride 2, pad 4): Local2d against unfold + einsum, forward and
+    weight gradient, as in training."""
     import models
     rng = np.random.default_rng(0)
     layer = models.Local2d(3, alpha, 9, 2, 4, 32, 32, rng)
@@ -146,7 +147,7 @@ def local_vs_einsum(alpha, batch, steps):
 
     def ours():
         out = layer.forward(x)
-        layer.backward(np.ones_like(out))
+        layer.backward(np.ones_like(out), need_dx=False)
 
     results = {}
     for name, fn in (('Local2d (batched matmul)', ours), ('unfold + einsum', lambda: unfold_einsum_local(x, W6, 9, 2, 4))):
@@ -176,7 +177,7 @@ def main(argv=None):
     if args.local_vs_einsum:
         times = local_vs_einsum(args.alpha, args.batch_size, args.steps)
         for name, seconds in times.items():
-            print(f'{name:26s} {1e3 * seconds:8.1f} ms (forward + backward, alpha {args.alpha}, batch {args.batch_size})')
+            print(f'{name:26s} {1e3 * seconds:8.1f} ms (forward + weight gradient, alpha {args.alpha}, batch {args.batch_size})')
         ratio = times['unfold + einsum'] / times['Local2d (batched matmul)']
         print(f'Local2d is {ratio:.1f}x faster')
         return

@@ -113,12 +113,18 @@ def col2im(cols, x_shape, k, stride, pad):
     xp = get_array_module(cols)
     n, c, h, w = x_shape
     h_out, w_out = cols.shape[:2]
+    cols = xp.ascontiguousarray(cols.transpose(2, 3, 4, 5, 0, 1))  # (N, C, k, k, H', W')
     dx = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=cols.dtype)
     for i in range(k):
         for j in range(k):
-            dx[:, :, i:i + stride * h_out:stride, j:j + stride * w_out:stride] += \
-                cols[:, :, :, :, i, j].transpose(2, 3, 0, 1)
+            dx[:, :, i:i + stride * h_out:stride, j:j + stride * w_out:stride] += cols[:, :, i, j]
     return dx[:, :, pad:pad + h, pad:pad + w]
+
+
+def to_nchw(out):
+    """(H', W', N, F) -> contiguous (N, F, H', W'): batch-norm, ReLU and the next im2col then
+    all read memory in order."""
+    return get_array_module(out).ascontiguousarray(out.transpose(2, 3, 0, 1))
 
 
 class Conv2d:
@@ -138,7 +144,7 @@ class Conv2d:
         self.cols = im2col(x, self.k, self.stride, self.pad)  # (H', W', N, C, k, k)
         h_out, w_out, n = self.cols.shape[:3]
         out = self.cols.reshape(-1, self.W.shape[0]) @ self.W  # (H'*W'*N, F)
-        return out.reshape(h_out, w_out, n, -1).transpose(2, 3, 0, 1)  # (N, F, H', W'), a view
+        return to_nchw(out.reshape(h_out, w_out, n, -1))
 
     def backward(self, dout, need_dx=True):
         xp = get_array_module(dout)
@@ -178,7 +184,7 @@ class Local2d:
         h_out, w_out, n = self.cols.shape[:3]
         p, ckk, f = self.W.shape
         out = self.cols.reshape(p, n, ckk) @ self.W  # (P, N, F)
-        return out.reshape(h_out, w_out, n, f).transpose(2, 3, 0, 1)  # (N, F, H', W'), a view
+        return to_nchw(out.reshape(h_out, w_out, n, f))
 
     def backward(self, dout, need_dx=True):
         xp = get_array_module(dout)
@@ -217,7 +223,8 @@ class BatchNorm:
         self.shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcasts (F,) against x
         if train:
             mean = x.mean(axis=self.axes, keepdims=True)
-            var = x.var(axis=self.axes, keepdims=True)
+            centred = x - mean
+            var = (centred * centred).mean(axis=self.axes, keepdims=True)
             n = x.size // x.shape[1]
             m = self.momentum
             self.running_mean *= 1 - m
@@ -226,8 +233,9 @@ class BatchNorm:
             self.running_var += m * n / max(n - 1, 1) * var.reshape(-1)
         else:
             mean, var = self.running_mean.reshape(self.shape), self.running_var.reshape(self.shape)
+            centred = x - mean
         self.rstd = 1 / (var + self.eps) ** 0.5
-        self.xhat = (x - mean) * self.rstd
+        self.xhat = centred * self.rstd
         return self.xhat * self.gamma.reshape(self.shape) + self.beta.reshape(self.shape)
 
     def backward(self, dout):
