@@ -117,6 +117,7 @@ def bench_one(arch, alpha, batch, steps, warmup, device, opt):
                 images_per_s=batch / med['step'], gflops=achieved, matmul_gflops=peak_rate,
                 largest_layer=f'{a_shape}@{tuple(b_shape)}', largest_layer_gflops=layer_rate,
                 fraction_of_matmul=achieved / peak_rate, update_share=med['update'] / med['step'],
+                fwd_bwd_fraction=flops / (med['forward'] + med['backward']) / 1e9 / peak_rate,
                 peak_mb=peak, start_mb=rss_start if xp is np else 0.0,
                 weights_and_grads_mb=2 * sum(p.nbytes for _, p, _ in model.params()) / 2 ** 20)
 
@@ -183,19 +184,20 @@ def main(argv=None):
         return
     spawn = multiprocessing.get_context('spawn')  # a fresh process per net: its own peak memory
     header = (f'{"arch":9s} {"alpha":>5s} {"params":>12s} {"step ms":>8s} {"min ms":>7s} {"fwd":>6s} {"bwd":>6s} '
-              f'{"update":>6s} {"img/s":>8s} {"GFLOP/s":>8s} {"matmul":>7s} {"ratio":>6s} {"upd %":>6s} {"peak MB":>8s}')
+              f'{"update":>6s} {"img/s":>8s} {"GFLOP/s":>8s} {"matmul":>7s} {"ratio":>6s} {"f+b":>5s} {"upd %":>6s} '
+              f'{"peak MB":>8s}')
     print(header)
     for arch in args.arch.split(','):
         with spawn.Pool(1) as pool:
             r = pool.apply(bench_one, (arch, args.alpha, args.batch_size, args.steps, args.warmup, args.device, args.opt))
         print(f'{arch:9s} {r["alpha"]:5d} {r["params"]:12,d} {r["step_ms"]:8.1f} {r["step_min_ms"]:7.1f} '
               f'{r["forward_ms"]:6.1f} {r["backward_ms"]:6.1f} {r["update_ms"]:6.1f} {r["images_per_s"]:8,.0f} '
-              f'{r["gflops"]:8.1f} {r["matmul_gflops"]:7.1f} {r["fraction_of_matmul"]:6.0%} '
+              f'{r["gflops"]:8.1f} {r["matmul_gflops"]:7.1f} {r["fraction_of_matmul"]:6.0%} {r["fwd_bwd_fraction"]:5.0%} '
               f'{r["update_share"]:6.1%} {r["peak_mb"]:8.0f}')
         if args.json:
             print(json.dumps(r))
-    print(f'device {r["device"]}, batch {args.batch_size}, {args.opt} update, float32; ratio = achieved / '
-          f'square-matmul GFLOP/s measured in the same process')
+    print(f'device {r["device"]}, batch {args.batch_size}, {args.opt} update, float32; ratio: the step\'s GFLOP/s '
+          f'over a square matmul\'s, measured in the same process; f+b: the same without the update')
 
 
 if __name__ == '__main__':

@@ -19,6 +19,7 @@ def check_layer(layer, x, tol, need_dx=True):
     for name, p, g in layer.params():
         analytic = g.copy()  # the numeric check reruns forward, not backward; copy anyway
         errors[name] = rel_error(analytic, numerical_grad(f, p, dout))
+    print(f'{layer!r} x {x.shape}: ' + ', '.join(f'd{k} {v:.0e}' for k, v in errors.items()))  # pytest -s
     for name, err in errors.items():
         assert err < tol, f'{layer!r}: d{name} rel error {err:.2e} >= {tol:g} (x {x.shape})'
     return errors
