@@ -182,6 +182,7 @@ def main(argv=None):
         ratio = times['unfold + einsum'] / times['Local2d (batched matmul)']
         print(f'Local2d is {ratio:.1f}x faster')
         return
+    backend(args.device)  # fail here, in one line, rather than in a worker
     spawn = multiprocessing.get_context('spawn')  # a fresh process per net: its own peak memory
     header = (f'{"arch":9s} {"alpha":>5s} {"params":>12s} {"step ms":>8s} {"min ms":>7s} {"fwd":>6s} {"bwd":>6s} '
               f'{"update":>6s} {"img/s":>8s} {"GFLOP/s":>8s} {"matmul":>7s} {"ratio":>6s} {"f+b":>5s} {"upd %":>6s} '

@@ -1,0 +1,27 @@
+"""bench.py runs and reports consistent figures (speed itself is measured, never asserted)."""
+import numpy as np
+import pytest
+
+import bench
+import models
+
+
+@pytest.mark.parametrize('arch', ['s_fc', 's_local', 'd_conv'])
+@pytest.mark.parametrize('opt', ['blasso', 'sgd'])
+def test_bench_one(arch, opt):
+    r = bench.bench_one(arch, 1, 8, steps=2, warmup=1, device='cpu', opt=opt)
+    assert r['params'] == models.build(arch, 1).num_params()
+    assert r['forward_ms'] + r['backward_ms'] + r['update_ms'] == pytest.approx(r['step_ms'], rel=0.5)
+    assert 0 < r['update_share'] < 1 and r['gflops'] > 0 and r['matmul_gflops'] > 0
+    assert r['peak_mb'] >= r['weights_and_grads_mb']
+
+
+def test_unfold_einsum_reference_is_the_same_layer():
+    """The comparison is fair only if both compute the same thing: forward and weight gradient."""
+    rng = np.random.default_rng(0)
+    layer = models.Local2d(3, 4, 9, 2, 4, 32, 32, rng)
+    x = rng.standard_normal((2, 3, 32, 32), dtype=np.float32)
+    out, dW = bench.unfold_einsum_local(x, layer.W.reshape(16, 16, 3, 9, 9, 4), 9, 2, 4)
+    assert np.allclose(layer.forward(x), out, atol=1e-4)
+    layer.backward(np.ones_like(out), need_dx=False)
+    assert np.allclose(layer.dW, dW.reshape(layer.dW.shape), atol=1e-3)
