@@ -59,6 +59,7 @@ def parse_args(argv):
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'gpu'], help='gpu needs CuPy and a GPU')
     p.add_argument('--out', default=None, help='run directory (default runs/ARCH-OPTIMIZER-aALPHA)')
     p.add_argument('--resume', default=None, metavar='DIR', help="continue the run in DIR with its saved configuration")
+    p.add_argument('--save-every', type=int, default=1, help='epochs between checkpoints and curves (Ctrl-C always saves)')
     p.add_argument('--quiet', action='store_true', help='no progress bars: one line per epoch, for logs')
     args = p.parse_args(argv)
     if args.resume:
@@ -68,7 +69,7 @@ def parse_args(argv):
     if args.dataset not in data.DATASETS:
         fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
     args.alpha = args.alpha if args.alpha is not None else D_ALPHA if args.arch.startswith('d_') else S_ALPHA
-    for name in ('alpha', 'epochs', 'batch_size', 'lr'):
+    for name in ('alpha', 'epochs', 'batch_size', 'lr', 'save_every'):
         if getattr(args, name) <= 0:
             fail(f'--{name.replace("_", "-")} must be positive, got {getattr(args, name)}')
     optimizer = 'sgd' if args.beta is None else 'blasso'
@@ -105,7 +106,7 @@ def main(argv=None):
         checkpoint = np.load(path, allow_pickle=False)
         config = json.loads(str(checkpoint['config']))
         config.update(resume=args.resume, quiet=args.quiet, device=args.device, out=args.resume)
-        args = argparse.Namespace(**config)
+        args = argparse.Namespace(**{**vars(parse_args([])), **config})  # defaults for flags added since
     elif os.path.exists(os.path.join(args.out, 'checkpoint.npz')):
         fail(f'{args.out} already holds a run; continue it with --resume {args.out}, or choose another --out')
     os.makedirs(args.out, exist_ok=True)
@@ -260,8 +261,9 @@ def main(argv=None):
                            f'test loss {test_loss:.4f} acc {test_acc:.4f} | non-zero {line["nonzero"]["total"]:,} | '
                            f'{line["seconds"]:.1f} s, {line["images_per_s"]:,.0f} img/s')
                 progress = dict(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
-                save_checkpoint(ckpt_path, model, velocity, config, progress)
-                report.save_curves(metrics, reference_sizes(args, spec), os.path.join(args.out, 'curves.png'))
+                if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:  # 1 GB at alpha 150
+                    save_checkpoint(ckpt_path, model, velocity, config, progress)
+                    report.save_curves(metrics, reference_sizes(args, spec), os.path.join(args.out, 'curves.png'))
     finally:
         signal.signal(signal.SIGINT, previous_handler)
 

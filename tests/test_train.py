@@ -122,6 +122,12 @@ def test_sgd_resume_restores_momentum(tiny_dir, tmp_path, monkeypatch):
     assert all(np.array_equal(whole[k], split[k]) for k in whole.files if '/' in k)
 
 
+def test_save_every(tiny_dir, tmp_path):
+    assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '3', '--save-every', '2') == 0
+    progress = json.loads(str(np.load(tmp_path / 'checkpoint.npz', allow_pickle=False)['progress']))
+    assert progress['epoch'] == 3 and len(read_metrics(tmp_path)) == 3  # the last epoch always saves
+
+
 def test_nan_guard(tiny_dir, tmp_path, capsys):
     assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '2', '--epochs', '2', '--lr', '1e30') == 1
     err = capsys.readouterr().err.strip()
