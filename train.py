@@ -263,24 +263,24 @@ def main(argv=None):
                 progress = dict(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
                 if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:  # 1 GB at alpha 150
                     save_checkpoint(ckpt_path, model, velocity, config, progress)
-                    report.save_curves(metrics, reference_sizes(args, spec), os.path.join(args.out, 'curves.png'))
+                    report.save_curves(metrics, reference_sizes(args.alpha), os.path.join(args.out, 'curves.png'))
     finally:
         signal.signal(signal.SIGINT, previous_handler)
 
     # 7. the summary: accuracy, non-zeros against the layer sizes (Fig. 3), filters (Fig. 4),
     #    locality of the first layer and Theorem 2's description length
-    summarize(args, model, metrics, spec, len(x_train))
+    summarize(args, model, metrics, len(x_train))
     return 0
 
 
-def reference_sizes(args, spec):
+def reference_sizes(alpha):
     """Fig. 3's dashed lines: S-CONV's and S-LOCAL's first layer at this alpha."""
     s_conv_layer1 = 3 * 81 * args.alpha
     positions = models.conv_out_size(32, 9, 2, 4) ** 2
     return {'S-CONV layer 1': s_conv_layer1, 'S-LOCAL layer 1': s_conv_layer1 * positions}
 
 
-def summarize(args, model, metrics, spec, num_train):
+def summarize(args, model, metrics, num_train):
     final = metrics[-1]
     sizes = {name: int(p.size) for name, p, _ in model.params() if p.ndim >= 2}
     layers = {name: dict(nonzero=final['nonzero'][name], size=size, share=final['nonzero'][name] / size)
@@ -295,7 +295,7 @@ def summarize(args, model, metrics, spec, num_train):
         final_test_acc=final['test_acc'], best_test_acc=max(m['test_acc'] for m in metrics),
         best_val_acc=max((m['val_acc'] for m in metrics if m['val_acc'] is not None), default=None),
         layers=layers, nonzero_total=final['nonzero']['total'], weights_total=sum(sizes.values()),
-        reference_sizes=reference_sizes(args, spec),
+        reference_sizes=reference_sizes(args.alpha),
         locality_score=report.locality_score(maps),
         description_length_bits=bits, mdl_gap_bound=report.mdl_gap_bound(bits, n, num_train),
         seconds=sum(m['seconds'] for m in metrics))
