@@ -275,7 +275,7 @@ def main(argv=None):
 
 def reference_sizes(alpha):
     """Fig. 3's dashed lines: S-CONV's and S-LOCAL's first layer at this alpha."""
-    s_conv_layer1 = 3 * 81 * args.alpha
+    s_conv_layer1 = 3 * 81 * alpha
     positions = models.conv_out_size(32, 9, 2, 4) ** 2
     return {'S-CONV layer 1': s_conv_layer1, 'S-LOCAL layer 1': s_conv_layer1 * positions}
 
