@@ -197,3 +197,18 @@ def test_help_lists_every_flag(capsys):
                  '--momentum', '--weight-decay', '--dropout', '--crop', '--flip', '--cutout', '--permute-pixels',
                  '--val-size', '--seed', '--device', '--out', '--resume', '--beta', '--lam-conv', '--lam-fc', '--quiet'):
         assert flag in out, flag
+
+
+def test_cifar100_and_svhn(tmp_path, monkeypatch):
+    from fixtures import make_cifar100, make_svhn
+    c100 = make_cifar100(str(tmp_path), train=200, test=20)
+    monkeypatch.setitem(data.DATASETS['cifar100'], 'md5', md5(c100))
+    svhn = make_svhn(str(tmp_path), train=120, test=20)
+    monkeypatch.setitem(data.DATASETS['svhn'], 'md5', {os.path.basename(p): md5(p) for p in svhn.values()})
+    for dataset, classes in (('cifar100', 100), ('svhn', 10)):
+        out = tmp_path / dataset
+        assert train.main(['--data-dir', str(tmp_path), '--out', str(out), '--quiet', '--batch-size', '40',
+                           '--dataset', dataset, '--arch', 's_fc', '--alpha', '1', '--epochs', '1',
+                           '--cutout', '--permute-pixels', '--beta', '50']) == 0
+        ckpt = np.load(out / 'checkpoint.npz', allow_pickle=False)
+        assert ckpt['param/7.W'].shape == (24, classes)  # the last layer has one output per class
