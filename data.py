@@ -32,7 +32,7 @@ DATASETS = {
     'cifar100': dict(archive='cifar-100-python.tar.gz', url=CIFAR_URL, md5='eb9058c3a382ffc7106e4002c42a8d85',
                      folder='cifar-100-python', label_key=b'fine_labels', num_classes=100, sizes=(50000, 10000),
                      train=['train'], test=['test'], cutout=16),
-    'svhn': dict(url=SVHN_URL, num_classes=10, sizes=(73257, 26032), cutout=20,  # PAPER-NOTES §2: cutout 20
+    'svhn': dict(url=SVHN_URL, num_classes=10, sizes=(73257, 26032), cutout=20,  # kakaobrain FAA conf: cutout 20
                  md5={'train_32x32.mat': 'e26dedcc434d2e4c54c9b2d4a06d8373',
                       'test_32x32.mat': 'eb5a983be6a315427106f1b164d9cef3',
                       'extra_32x32.mat': 'a93ce644f1a588dc4d68dda5feec44a7'}),
@@ -138,7 +138,7 @@ def read_svhn(spec, data_dir, extra=False):
         return np.ascontiguousarray(x), np.where(y == 10, 0, y)
 
     x_train, y_train = read('train_32x32.mat')
-    if extra:  # the kakaobrain pipeline trains on train + extra (PAPER-NOTES §2)
+    if extra:  # the kakaobrain pipeline trains on train + extra
         x_extra, y_extra = read('extra_32x32.mat')
         x_train, y_train = np.concatenate([x_train, x_extra]), np.concatenate([y_train, y_extra])
     return [x_train, y_train, *read('test_32x32.mat')]

@@ -478,7 +478,7 @@ def d_local(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, dropo
     """D-LOCAL: a true locally connected D-CONV, 9·c_in·c_out weights at each output position:
     45s²α² + 4s²α² + (27s² + 64c)α ≈ 11.7M at α=15. The paper's Table 3 column (13s²α², 3.42M)
     counts conv2..8 as 9s²α²/2^(k-1), which no locally connected layer with this geometry has;
-    we build the real thing (PAPER-NOTES §1)."""
+    we build the real thing."""
     return _deep('local', alpha, num_classes, image_size, in_channels, rng, dropout, seed, dtype)
 
 

@@ -23,7 +23,7 @@ import data
 import models
 import report
 
-S_ALPHA, D_ALPHA = 150, 15  # Table 1: S-FC and D-FC near 256M weights (PAPER-NOTES §1)
+S_ALPHA, D_ALPHA = 150, 15  # Table 1: the FC nets near 256M weights
 
 
 def parse_args(argv):
