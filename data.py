@@ -20,6 +20,8 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
+from models import get_array_module
+
 DATA_DIR = os.environ.get('BLASSO_DATA', 'data')
 TIMEOUT = 30  # seconds without a byte before a download gives up
 
@@ -189,7 +191,7 @@ def channel_stats(x):
 def crop_flip(x, rng, pad=4, crop=True, flip=True):
     """x: uint8 (N, H, W, C) -> same shape. A random crop of the image zero-padded by `pad`, and
     a horizontal flip with probability 1/2, as one gather."""
-    xp = _xp(x)
+    xp = get_array_module(x)
     n, h, w, _ = x.shape
     dy, dx = rng.integers(0, 2 * pad + 1, (2, n)) if crop else np.full((2, n), pad)
     flipped = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
@@ -202,7 +204,7 @@ def crop_flip(x, rng, pad=4, crop=True, flip=True):
 def cutout(x, rng, size):
     """x: (N, C, H, W) -> a copy with one size x size square zeroed per image, centred uniformly
     and clipped at the borders (DeVries & Taylor 2017; kakaobrain's CutoutDefault)."""
-    xp = _xp(x)
+    xp = get_array_module(x)
     n, _, h, w = x.shape
     cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
     y0, y1 = np.clip(cy - size // 2, 0, h), np.clip(cy + size // 2, 0, h)
@@ -221,11 +223,6 @@ def permute_pixels(x, permutation):
     """x: (N, C, H, W) -> pixels moved to permuted positions; channels travel together."""
     n, c, h, w = x.shape
     return x.reshape(n, c, h * w)[:, :, permutation].reshape(n, c, h, w)
-
-
-def _xp(x):
-    from models import get_array_module
-    return get_array_module(x)
 
 
 class Loader:

@@ -172,9 +172,9 @@ def main(argv=None):
         progress = json.loads(str(checkpoint['progress']))
         print(f'resuming at epoch {progress["epoch"] + 1}, step {progress["step"]}')
     metrics_path = os.path.join(args.out, 'metrics.jsonl')
-    metrics = []
-    if os.path.exists(metrics_path):  # keep the epochs the checkpoint has seen, drop any later line
-        metrics = [json.loads(line) for line in open(metrics_path)][:progress['epoch']] if checkpoint is not None else []
+    metrics = []  # resuming: keep the epochs the checkpoint has seen, drop any later line
+    if checkpoint is not None and os.path.exists(metrics_path):
+        metrics = [json.loads(line) for line in open(metrics_path)][:progress['epoch']]
     with open(metrics_path, 'w') as f:
         f.writelines(json.dumps(m) + '\n' for m in metrics)
     with open(os.path.join(args.out, 'config.json'), 'w') as f:
@@ -287,7 +287,7 @@ def summarize(args, model, metrics, num_train):
               for name, size in sizes.items()}
     maps = report.first_layer_maps(model, 32, 3)
     n = model.num_params()
-    nonzero_all = sum(int(np.count_nonzero(report.to_numpy(p))) for _, p, _ in model.params())
+    nonzero_all = sum(int(models.get_array_module(p).count_nonzero(p)) for _, p, _ in model.params())
     bits = report.description_length(nonzero_all, n)
     summary = dict(
         arch=args.arch, alpha=args.alpha, optimizer='sgd' if args.beta is None else 'blasso', beta=args.beta,

@@ -71,22 +71,22 @@ def test_blasso_with_large_lambda_prunes_epoch_after_epoch(tiny_dir, tmp_path):
     assert totals[-1] < 0.2 * models.build('s_fc', 2).num_params()
 
 
-def interrupt_at(monkeypatch, call):
+def interrupt_at(monkeypatch, step_function, call):
     """Deliver a real SIGINT from inside the `call`-th optimizer step, as a Ctrl-C would."""
-    real, calls = blasso.blasso_step, []
+    real, calls = getattr(blasso, step_function), []
 
     def step(*args, **kwargs):
         calls.append(1)
         if len(calls) == call:
             os.kill(os.getpid(), signal.SIGINT)
         return real(*args, **kwargs)
-    monkeypatch.setattr(blasso, 'blasso_step', step)
+    monkeypatch.setattr(blasso, step_function, step)
 
 
 def test_interrupt_and_resume_match_an_uninterrupted_run(tiny_dir, tmp_path, monkeypatch, capsys):
     flags = ['--arch', 's_fc', '--alpha', '2', '--epochs', '3', '--beta', '50', '--cutout', '--dropout', '0.2']
     assert run(tiny_dir, tmp_path / 'whole', *flags) == 0
-    interrupt_at(monkeypatch, 7)  # epoch 2 (5 steps an epoch), step 2
+    interrupt_at(monkeypatch, 'blasso_step', 7)  # epoch 2 (5 steps an epoch), step 2
     assert run(tiny_dir, tmp_path / 'split', *flags) == 130
     out = capsys.readouterr().out
     assert f'continue with: python train.py --resume {tmp_path / "split"}' in out
@@ -105,16 +105,10 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(tiny_dir, tmp_path, mon
 def test_sgd_resume_restores_momentum(tiny_dir, tmp_path, monkeypatch):
     flags = ['--arch', 's_conv', '--alpha', '2', '--epochs', '2']
     assert run(tiny_dir, tmp_path / 'whole', *flags) == 0
-    real, calls = blasso.sgd_step, []
-
-    def step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:  # the last step of epoch 1
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-    monkeypatch.setattr(blasso, 'sgd_step', step)
+    interrupt_at(monkeypatch, 'sgd_step', 5)  # the last step of epoch 1
     assert run(tiny_dir, tmp_path / 'split', *flags) == 130
-    monkeypatch.setattr(blasso, 'sgd_step', real)
+    monkeypatch.undo()
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(os.path.join(tiny_dir, 'cifar-10-python.tar.gz')))
     assert train.main(['--resume', str(tmp_path / 'split'), '--quiet']) == 0
     whole = np.load(tmp_path / 'whole' / 'checkpoint.npz', allow_pickle=False)
     split = np.load(tmp_path / 'split' / 'checkpoint.npz', allow_pickle=False)
