@@ -59,7 +59,7 @@ def largest_layer(model, batch):
         if isinstance(layer, models.Linear):
             macs, s = layer.W.size, ((batch, layer.W.shape[0]), layer.W.shape)
         elif isinstance(layer, models.Conv2d):
-            p = layer.cols.shape[0] * layer.cols.shape[1]
+            p = layer.cols.shape[1] * layer.cols.shape[2]  # output positions
             macs, s = layer.W.size * p, ((p * batch, layer.W.shape[0]), layer.W.shape)
         elif isinstance(layer, models.Local2d):
             p, ckk, f = layer.W.shape
@@ -81,7 +81,7 @@ def bench_one(arch, alpha, batch, steps, warmup, device, opt):
     first = next(layer for layer in model.layers if any(True for _ in layer.params()))
     macs = models.macs_per_image(model)
     flops = 2 * batch * (3 * macs - first.W.size * (
-        first.cols.shape[0] * first.cols.shape[1] if isinstance(first, models.Conv2d) else 1))
+        first.cols.shape[1] * first.cols.shape[2] if isinstance(first, models.Conv2d) else 1))
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.standard_normal((batch, 3, 32, 32), dtype=np.float32))
     y = xp.asarray(rng.integers(0, 10, batch))
@@ -135,19 +135,27 @@ def unfold_einsum_local(x, W, k, stride, pad):
     return out, dW
 
 
+def einsum_weights(layer, h_out, w_out):
+    """Local2d's W (P, k*k*C, F) in the einsum layer's layout (H', W', C, k, k, F)."""
+    p, kkc, f = layer.W.shape
+    return layer.W.reshape(h_out, w_out, layer.k, layer.k, -1, f).transpose(0, 1, 4, 2, 3, 5)
+
+
 def local_vs_einsum(alpha, batch, steps):
     """S-LOCAL's first layer (9x9, stride 2, pad 4): Local2d against unfold + einsum, forward and
-    weight gradient, as in training."""
+    weight gradient, as in training; each on its own layout of the same images (Local2d's
+    channels-last, the einsum layer's (N, C, H, W) as PyTorch's unfold has it)."""
     import models
     rng = np.random.default_rng(0)
     layer = models.Local2d(3, alpha, 9, 2, 4, 32, 32, rng)
     x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
-    W6 = layer.W.reshape(16, 16, 3, 9, 9, alpha)
+    x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # (N, H, W, C)
+    W6 = einsum_weights(layer, 16, 16)
     out_ref = unfold_einsum_local(x, W6, 9, 2, 4)[0]
-    assert np.allclose(layer.forward(x), out_ref, atol=1e-3), 'the two layers disagree'
+    assert np.allclose(layer.forward(x_last), out_ref.transpose(0, 2, 3, 1), atol=1e-3), 'the two layers disagree'
 
     def ours():
-        out = layer.forward(x)
+        out = layer.forward(x_last)
         layer.backward(np.ones_like(out), need_dx=False)
 
     results = {}

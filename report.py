@@ -21,14 +21,14 @@ def first_layer_maps(model, image_size, in_channels):
     if isinstance(layer, models.Linear):  # W: (C*H*W, U), inputs flattened as (C, H, W)
         return W.T.reshape(-1, c, s, s)
     k = layer.k
-    if isinstance(layer, models.Conv2d):  # W: (C*k*k, F)
-        return W.T.reshape(-1, c, k, k)
+    if isinstance(layer, models.Conv2d):  # W: (k*k*C, F)
+        return W.T.reshape(-1, k, k, c).transpose(0, 3, 1, 2)
     h_out = models.conv_out_size(s, k, layer.stride, layer.pad)
-    p, _, f = W.shape  # W: (P, C*k*k, F)
+    p, _, f = W.shape  # W: (P, k*k*C, F)
     canvas = np.zeros((p, f, c, s + 2 * layer.pad, s + 2 * layer.pad), W.dtype)
     for pos in range(p):
         y, x = (pos // h_out) * layer.stride, (pos % h_out) * layer.stride  # in padded coordinates
-        canvas[pos, :, :, y:y + k, x:x + k] = W[pos].T.reshape(f, c, k, k)
+        canvas[pos, :, :, y:y + k, x:x + k] = W[pos].T.reshape(f, k, k, c).transpose(0, 3, 1, 2)
     return canvas[:, :, :, layer.pad:layer.pad + s, layer.pad:layer.pad + s].reshape(p * f, c, s, s)
 
 

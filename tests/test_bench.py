@@ -21,7 +21,9 @@ def test_unfold_einsum_reference_is_the_same_layer():
     rng = np.random.default_rng(0)
     layer = models.Local2d(3, 4, 9, 2, 4, 32, 32, rng)
     x = rng.standard_normal((2, 3, 32, 32), dtype=np.float32)
-    out, dW = bench.unfold_einsum_local(x, layer.W.reshape(16, 16, 3, 9, 9, 4), 9, 2, 4)
-    assert np.allclose(layer.forward(x), out, atol=1e-4)
-    layer.backward(np.ones_like(out), need_dx=False)
-    assert np.allclose(layer.dW, dW.reshape(layer.dW.shape), atol=1e-3)
+    out, dW = bench.unfold_einsum_local(x, bench.einsum_weights(layer, 16, 16), 9, 2, 4)
+    ours = layer.forward(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))  # channels last
+    assert np.allclose(ours, out.transpose(0, 2, 3, 1), atol=1e-4)
+    layer.backward(np.ones_like(ours), need_dx=False)
+    dW = dW.transpose(0, 1, 3, 4, 2, 5).reshape(layer.dW.shape)  # (H', W', C, k, k, F) -> (P, k*k*C, F)
+    assert np.allclose(layer.dW, dW, atol=1e-3)

@@ -31,12 +31,12 @@ def test_linear():
     check_layer(models.Linear(7, 5, rng, bias=False, dtype=F64), rng.standard_normal((4, 7)), 1e-7)
 
 
-@pytest.mark.parametrize('c_in,c_out,k,stride,pad', [
-    (3, 4, 3, 1, 1), (3, 4, 3, 2, 1), (2, 5, 3, 1, 0), (2, 5, 3, 2, 0), (3, 2, 5, 2, 2)])
+@pytest.mark.parametrize('c_in,c_out,k,stride,pad', [  # stride 1 with pad < k: dx as a convolution
+    (3, 4, 3, 1, 1), (3, 4, 3, 2, 1), (2, 5, 3, 1, 0), (2, 5, 3, 2, 0), (3, 2, 5, 2, 2), (2, 3, 3, 1, 3)])
 def test_conv2d(c_in, c_out, k, stride, pad):
     rng = np.random.default_rng(0)
     layer = models.Conv2d(c_in, c_out, k, stride, pad, rng, dtype=F64)
-    check_layer(layer, rng.standard_normal((2, c_in, 7, 6)), 1e-7)
+    check_layer(layer, rng.standard_normal((2, 7, 6, c_in)), 1e-7)  # (N, H, W, C)
 
 
 @pytest.mark.parametrize('c_in,c_out,k,stride,pad', [
@@ -44,15 +44,15 @@ def test_conv2d(c_in, c_out, k, stride, pad):
 def test_local2d(c_in, c_out, k, stride, pad):
     rng = np.random.default_rng(0)
     layer = models.Local2d(c_in, c_out, k, stride, pad, 7, 6, rng, dtype=F64)
-    check_layer(layer, rng.standard_normal((2, c_in, 7, 6)), 1e-7)
+    check_layer(layer, rng.standard_normal((2, 7, 6, c_in)), 1e-7)
 
 
-@pytest.mark.parametrize('shape', [(6, 5), (4, 3, 5, 4)])
+@pytest.mark.parametrize('shape', [(6, 5), (4, 5, 4, 3)])  # (N, F) and (N, H, W, F)
 def test_batchnorm(shape):
     rng = np.random.default_rng(0)
-    layer = models.BatchNorm(shape[1], dtype=F64)
-    layer.gamma[:] = rng.uniform(0.5, 1.5, shape[1])
-    layer.beta[:] = rng.standard_normal(shape[1])
+    layer = models.BatchNorm(shape[-1], dtype=F64)
+    layer.gamma[:] = rng.uniform(0.5, 1.5, shape[-1])
+    layer.beta[:] = rng.standard_normal(shape[-1])
     check_layer(layer, 3 * rng.standard_normal(shape) + 1, 1e-6)
 
 
@@ -65,6 +65,12 @@ def test_relu():
 
 def test_flatten():
     check_layer(models.Flatten(), np.random.default_rng(0).standard_normal((2, 3, 4, 4)), 1e-7)
+
+
+def test_channels_last():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
+    assert models.ChannelsLast().forward(x)[1, 2, 3, 0] == x[1, 0, 2, 3]
+    check_layer(models.ChannelsLast(), x, 1e-7)
 
 
 def test_dropout_gradient_and_scale():
@@ -103,13 +109,14 @@ def test_softmax_cross_entropy():
 def test_batchnorm_running_statistics_and_eval():
     rng = np.random.default_rng(0)
     layer = models.BatchNorm(3, dtype=F64)
-    x = 2 * rng.standard_normal((10, 3, 4, 4)) + 5
-    layer.forward(x, train=True)
-    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)  # PyTorch: unbiased
+    x = 2 * rng.standard_normal((10, 4, 4, 3)) + 5 + np.arange(3)  # (N, H, W, F), features differ
+    out = layer.forward(x, train=True)
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2), ddof=1)  # PyTorch: unbiased
+    assert np.allclose(out, (x - mean) / np.sqrt(x.var(axis=(0, 1, 2)) + 1e-5))
     assert np.allclose(layer.running_mean, 0.1 * mean)
     assert np.allclose(layer.running_var, 0.9 + 0.1 * var)
     out = layer.forward(x, train=False)
-    expected = (x - layer.running_mean[None, :, None, None]) / np.sqrt(layer.running_var[None, :, None, None] + 1e-5)
+    expected = (x - layer.running_mean) / np.sqrt(layer.running_var + 1e-5)
     assert np.allclose(out, expected)
 
 

@@ -40,9 +40,10 @@ def test_need_dx_false_skips_input_gradient_only():
 
 
 def naive_conv(x, W, k, stride, pad):
-    """The 4-loop reference: out[n, f, i, j] = sum_{c,a,b} xpad[n, c, i*s + a, j*s + b] W[c, a, b, f]."""
+    """The 4-loop reference, on images (N, C, H, W) and W (k*k*C, F) -> (N, F, H', W'):
+    out[n, f, i, j] = sum_{c,a,b} xpad[n, c, i*s + a, j*s + b] W[a, b, c, f]."""
     n, c, h, w = x.shape
-    W = W.reshape(c, k, k, -1)
+    W = W.reshape(k, k, c, -1).transpose(2, 0, 1, 3)  # (C, k, k, F)
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     h_out, w_out = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
     out = np.zeros((n, W.shape[-1], h_out, w_out))
@@ -58,14 +59,15 @@ def test_conv_equals_naive_loop(k, stride, pad):
     rng = np.random.default_rng(0)
     conv = models.Conv2d(3, 5, k, stride, pad, rng, dtype=np.float64)
     x = rng.standard_normal((2, 3, 10, 9))
-    assert np.allclose(conv.forward(x), naive_conv(x, conv.W, k, stride, pad))
+    out = conv.forward(x.transpose(0, 2, 3, 1))  # (N, H', W', F)
+    assert np.allclose(out.transpose(0, 3, 1, 2), naive_conv(x, conv.W, k, stride, pad))
 
 
 @pytest.mark.parametrize('k,stride,pad', [(3, 1, 1), (3, 2, 1), (9, 2, 4)])
 def test_local_with_tied_filters_equals_conv(k, stride, pad):
     """LOCAL ⊃ CONV: a locally connected layer whose P filters are all equal is the conv."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 2, 10, 10))
+    x = rng.standard_normal((3, 10, 10, 2))  # (N, H, W, C)
     conv = models.Conv2d(2, 4, k, stride, pad, rng, dtype=np.float64)
     local = models.Local2d(2, 4, k, stride, pad, 10, 10, rng, dtype=np.float64)
     local.W[:] = conv.W  # broadcast the one filter bank to every position
@@ -78,9 +80,9 @@ def test_local_with_tied_filters_equals_conv(k, stride, pad):
 
 
 def fc_embedding(conv, c, h, w):
-    """The dense (C*H*W, F*H'*W') matrix that computes conv on flattened inputs."""
+    """The dense (C*H*W, F*H'*W') matrix that computes conv on images flattened as (C, H, W)."""
     k, s, pad = conv.k, conv.stride, conv.pad
-    Wc = conv.W.reshape(c, k, k, -1)
+    Wc = conv.W.reshape(k, k, c, -1).transpose(2, 0, 1, 3)  # (C, k, k, F)
     f = Wc.shape[-1]
     h_out, w_out = models.conv_out_size(h, k, s, pad), models.conv_out_size(w, k, s, pad)
     dense = np.zeros((c, h, w, f, h_out, w_out))
@@ -101,7 +103,8 @@ def test_fc_embedding_of_conv_equals_conv():
     fc = models.Linear(3 * 12 * 12, 4 * 6 * 6, rng, bias=False, dtype=np.float64)
     fc.W[:] = fc_embedding(conv, 3, 12, 12)
     x = rng.standard_normal((2, 3, 12, 12))
-    assert np.allclose(fc.forward(x.reshape(2, -1)), conv.forward(x).reshape(2, -1))
+    out = conv.forward(x.transpose(0, 2, 3, 1))  # (N, H', W', F)
+    assert np.allclose(fc.forward(x.reshape(2, -1)), out.transpose(0, 3, 1, 2).reshape(2, -1))
     nonzero = np.count_nonzero(fc.W)
     assert nonzero < fc.W.size / 2, 'the embedding of a local layer is sparse'
 
@@ -162,7 +165,7 @@ def test_fc_counterparts_have_as_many_units_as_the_conv_map():
     spatial = [32, 16, 16, 8, 8, 4, 4, 2]
     assert fc_bns[:8] == [ch * s * s for ch, s in zip(conv_bns[:8], spatial)]
     assert conv_bns[8] == fc_bns[8] == 64 * 2  # D-CONV's first FC layer is 64 alpha wide
-    assert models.build('s_conv', 2).layers[5].gamma.size == 24 * 2
+    assert models.build('s_conv', 2).layers[6].gamma.size == 24 * 2
 
 
 def test_same_seed_same_network():

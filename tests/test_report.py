@@ -36,7 +36,7 @@ def test_locality_counts_only_units_with_enough_weights():
 
 def test_s_local_maps_put_each_filter_where_it_looks():
     model = models.build('s_local', 1)
-    layer = model.layers[0]
+    layer = model.layers[1]
     layer.W[:] = 0
     layer.W[17, :, 0] = 1  # position 17 = row 1, column 1 of the 16x16 output grid
     maps = report.first_layer_maps(model, 32, 3)
@@ -44,6 +44,16 @@ def test_s_local_maps_put_each_filter_where_it_looks():
     # output (1, 1) with stride 2 and pad 4 sees input rows and columns -2..6, clipped to 0..6
     assert nonzero.min(0).tolist() == [0, 0] and nonzero.max(0).tolist() == [6, 6]
     assert np.count_nonzero(maps) == 3 * 7 * 7
+
+
+def test_conv_maps_put_each_weight_on_its_channel_row_and_column():
+    model = models.build('s_conv', 2)
+    layer = model.layers[1]
+    layer.W[:] = 0
+    layer.W[(2 * 9 + 5) * 3 + 1, 1] = 1  # filter 1, kernel row 2, column 5, channel 1
+    maps = report.first_layer_maps(model, 32, 3)
+    assert maps.shape == (2, 3, 9, 9)
+    assert np.argwhere(maps).tolist() == [[1, 1, 2, 5]]
 
 
 def test_fc_maps_are_the_columns_of_W():
