@@ -165,7 +165,10 @@ def main(argv=None):
     progress = dict(epoch=0, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
     if checkpoint is not None:
         for name, p, _ in model.params():
-            p[...] = xp.asarray(checkpoint[f'param/{name}'])
+            saved = checkpoint[f'param/{name}'] if f'param/{name}' in checkpoint.files else None
+            if saved is None or saved.shape != p.shape:  # e.g. conv and local nets before channels-last
+                fail(f'{args.resume} was written by another version of blasso ({name} differs); start a new run')
+            p[...] = xp.asarray(saved)
         for name, b in model.buffers():
             b[...] = checkpoint[f'buffer/{name}'] if isinstance(b, np.ndarray) else xp.asarray(checkpoint[f'buffer/{name}'])
         velocity = {k[len('velocity/'):]: xp.asarray(checkpoint[k]) for k in checkpoint.files if k.startswith('velocity/')}

@@ -174,6 +174,18 @@ def test_existing_run_needs_resume(tiny_dir, tmp_path, capsys):
     assert e.value.code == 2 and 'holds no checkpoint.npz' in capsys.readouterr().err
 
 
+def test_checkpoint_of_another_version_is_one_line(tiny_dir, tmp_path, capsys):
+    assert run(tiny_dir, tmp_path, '--arch', 's_conv', '--alpha', '1', '--epochs', '1') == 0
+    path = tmp_path / 'checkpoint.npz'
+    arrays = dict(np.load(path, allow_pickle=False))
+    arrays['param/0.W'] = arrays.pop('param/1.W')  # S-CONV's layer numbers before ChannelsLast
+    np.savez(path, **arrays)
+    with pytest.raises(SystemExit) as e:
+        train.main(['--resume', str(tmp_path), '--quiet'])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and 'another version of blasso (1.W differs)' in err and len(err.splitlines()) == 1
+
+
 def test_missing_data_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data.urllib.request, 'urlopen', lambda *a, **k: (_ for _ in ()).throw(OSError('offline')))
     with pytest.raises(SystemExit) as e:
