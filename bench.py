@@ -104,6 +104,12 @@ def bench_one(arch, alpha, batch, steps, warmup, device, opt):
             for key, value in zip(times, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
                 times[key].append(value)
     med = {k: float(np.median(v)) for k, v in times.items()}
+    floor = []  # the least any update costs: read every weight and gradient, write the weight
+    for _ in range(steps):
+        t0 = clock()
+        for _, p, g in model.params():
+            xp.add(p, g, out=p)
+        floor.append(clock() - t0)
     peak = (xp.get_default_memory_pool().total_bytes() / 2 ** 20 if xp is not np
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     a_shape, b_shape = largest_layer(model, batch)
@@ -114,6 +120,7 @@ def bench_one(arch, alpha, batch, steps, warmup, device, opt):
     return dict(arch=arch, alpha=alpha, batch=batch, opt=opt, device='gpu' if xp is not np else 'cpu',
                 params=model.num_params(), step_ms=1e3 * med['step'], step_min_ms=1e3 * min(times['step']),
                 forward_ms=1e3 * med['forward'], backward_ms=1e3 * med['backward'], update_ms=1e3 * med['update'],
+                update_floor_ms=1e3 * float(np.median(floor)),
                 images_per_s=batch / med['step'], gflops=achieved, matmul_gflops=peak_rate,
                 largest_layer=f'{a_shape}@{tuple(b_shape)}', largest_layer_gflops=layer_rate,
                 fraction_of_matmul=achieved / peak_rate, update_share=med['update'] / med['step'],
@@ -193,20 +200,22 @@ def main(argv=None):
     backend(args.device)  # fail here, in one line, rather than in a worker
     spawn = multiprocessing.get_context('spawn')  # a fresh process per net: its own peak memory
     header = (f'{"arch":9s} {"alpha":>5s} {"params":>12s} {"step ms":>8s} {"min ms":>7s} {"fwd":>6s} {"bwd":>6s} '
-              f'{"update":>6s} {"img/s":>8s} {"GFLOP/s":>8s} {"matmul":>7s} {"ratio":>6s} {"f+b":>5s} {"upd %":>6s} '
+              f'{"update":>6s} {"floor":>6s} {"img/s":>8s} {"GFLOP/s":>8s} {"matmul":>7s} {"ratio":>6s} {"f+b":>5s} {"upd %":>6s} '
               f'{"peak MB":>8s}')
     print(header)
     for arch in args.arch.split(','):
         with spawn.Pool(1) as pool:
             r = pool.apply(bench_one, (arch, args.alpha, args.batch_size, args.steps, args.warmup, args.device, args.opt))
         print(f'{arch:9s} {r["alpha"]:5d} {r["params"]:12,d} {r["step_ms"]:8.1f} {r["step_min_ms"]:7.1f} '
-              f'{r["forward_ms"]:6.1f} {r["backward_ms"]:6.1f} {r["update_ms"]:6.1f} {r["images_per_s"]:8,.0f} '
+              f'{r["forward_ms"]:6.1f} {r["backward_ms"]:6.1f} {r["update_ms"]:6.1f} {r["update_floor_ms"]:6.1f} '
+              f'{r["images_per_s"]:8,.0f} '
               f'{r["gflops"]:8.1f} {r["matmul_gflops"]:7.1f} {r["fraction_of_matmul"]:6.0%} {r["fwd_bwd_fraction"]:5.0%} '
               f'{r["update_share"]:6.1%} {r["peak_mb"]:8.0f}')
         if args.json:
             print(json.dumps(r))
     print(f'device {r["device"]}, batch {args.batch_size}, {args.opt} update, float32; ratio: the step\'s GFLOP/s '
-          f'over a square matmul\'s, measured in the same process; f+b: the same without the update')
+          f'over a square matmul\'s, measured in the same process; f+b: the same without the update; '
+          f'floor: p += g over every weight, the least any update costs')
 
 
 if __name__ == '__main__':
