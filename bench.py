@@ -129,16 +129,17 @@ def bench_one(arch, alpha, batch, steps, warmup, device, opt):
                 weights_and_grads_mb=2 * sum(p.nbytes for _, p, _ in model.params()) / 2 ** 20)
 
 
-def unfold_einsum_local(x, W, k, stride, pad):
+def unfold_einsum_local(x, W, k, stride, pad, optimize=True):
     """The locally connected layer as usually written (cf. pytorch/pytorch#499): unfold the input
     into a strided window view, then einsum against per-position filters. Forward and weight
     gradient (S-LOCAL's first layer needs no input gradient); for comparison only.
+    optimize=False is np.einsum's default, a C loop; True lets it contract through BLAS.
     x: (N, C, H, W); W: (H', W', C, k, k, F)."""
     xpad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     windows = np.lib.stride_tricks.sliding_window_view(xpad, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
-    out = np.einsum('nchwij,hwcijf->nfhw', windows, W, optimize=True)  # (N, F, H', W')
+    out = np.einsum('nchwij,hwcijf->nfhw', windows, W, optimize=optimize)  # (N, F, H', W')
     dout = np.ones_like(out)
-    dW = np.einsum('nchwij,nfhw->hwcijf', windows, dout, optimize=True)
+    dW = np.einsum('nchwij,nfhw->hwcijf', windows, dout, optimize=optimize)
     return out, dW
 
 
@@ -166,7 +167,9 @@ def local_vs_einsum(alpha, batch, steps):
         layer.backward(np.ones_like(out), need_dx=False)
 
     results = {}
-    for name, fn in (('Local2d (batched matmul)', ours), ('unfold + einsum', lambda: unfold_einsum_local(x, W6, 9, 2, 4))):
+    for name, fn in (('Local2d (batched matmul)', ours),
+                     ('unfold + einsum(optimize=True)', lambda: unfold_einsum_local(x, W6, 9, 2, 4)),
+                     ('unfold + einsum (default)', lambda: unfold_einsum_local(x, W6, 9, 2, 4, optimize=False))):
         fn()
         ts = []
         for _ in range(steps):
@@ -192,10 +195,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.local_vs_einsum:
         times = local_vs_einsum(args.alpha, args.batch_size, args.steps)
+        ours = times['Local2d (batched matmul)']
         for name, seconds in times.items():
-            print(f'{name:26s} {1e3 * seconds:8.1f} ms (forward + weight gradient, alpha {args.alpha}, batch {args.batch_size})')
-        ratio = times['unfold + einsum'] / times['Local2d (batched matmul)']
-        print(f'Local2d is {ratio:.1f}x faster')
+            print(f'{name:31s} {1e3 * seconds:8.1f} ms  {seconds / ours:5.1f}x Local2d\'s time')
+        print(f'(forward + weight gradient of S-LOCAL\'s first layer, alpha {args.alpha}, batch {args.batch_size})')
         return
     backend(args.device)  # fail here, in one line, rather than in a worker
     spawn = multiprocessing.get_context('spawn')  # a fresh process per net: its own peak memory

@@ -28,3 +28,5 @@ def test_unfold_einsum_reference_is_the_same_layer():
     layer.backward(np.ones_like(ours), need_dx=False)
     dW = dW.transpose(0, 1, 3, 4, 2, 5).reshape(layer.dW.shape)  # (H', W', C, k, k, F) -> (P, k*k*C, F)
     assert np.allclose(layer.dW, dW, atol=1e-3)
+    out_plain, dW_plain = bench.unfold_einsum_local(x, bench.einsum_weights(layer, 16, 16), 9, 2, 4, optimize=False)
+    assert np.allclose(out_plain, out, atol=1e-4) and np.allclose(dW_plain.transpose(0, 1, 3, 4, 2, 5).reshape(dW.shape), dW, atol=1e-3)
