@@ -20,6 +20,8 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
+import faa
+from faa import faa_op  # noqa: F401  the public entry point of each Fast AutoAugment op: data.faa_op
 from models import get_array_module
 
 DATA_DIR = os.environ.get('BLASSO_DATA', 'data')
@@ -30,11 +32,13 @@ SVHN_URL = 'http://ufldl.stanford.edu/housenumbers/'
 DATASETS = {
     'cifar10': dict(archive='cifar-10-python.tar.gz', url=CIFAR_URL, md5='c58f30108f718f92721af3b95e74349a',
                     folder='cifar-10-batches-py', label_key=b'labels', num_classes=10, sizes=(50000, 10000),
-                    train=[f'data_batch_{i}' for i in range(1, 6)], test=['test_batch'], cutout=16),
+                    train=[f'data_batch_{i}' for i in range(1, 6)], test=['test_batch'], cutout=16,
+                    policy='fa_reduced_cifar10'),
     'cifar100': dict(archive='cifar-100-python.tar.gz', url=CIFAR_URL, md5='eb9058c3a382ffc7106e4002c42a8d85',
                      folder='cifar-100-python', label_key=b'fine_labels', num_classes=100, sizes=(50000, 10000),
-                     train=['train'], test=['test'], cutout=16),
-    'svhn': dict(url=SVHN_URL, num_classes=10, sizes=(73257, 26032), cutout=20,  # kakaobrain FAA conf: cutout 20
+                     train=['train'], test=['test'], cutout=16,
+                     policy='fa_reduced_cifar10'),  # the reference has no CIFAR-100 policy; it uses CIFAR-10's
+    'svhn': dict(url=SVHN_URL, num_classes=10, sizes=(73257, 26032), cutout=20, policy='fa_reduced_svhn',  # kakaobrain's conf
                  md5={'train_32x32.mat': 'e26dedcc434d2e4c54c9b2d4a06d8373',
                       'test_32x32.mat': 'eb5a983be6a315427106f1b164d9cef3',
                       'extra_32x32.mat': 'a93ce644f1a588dc4d68dda5feec44a7'}),
@@ -227,18 +231,20 @@ def permute_pixels(x, permutation):
 
 class Loader:
     """Batches of one split on the training device: x float32 (B, C, H, W), y int64 (B,).
-    Training: reshuffled every epoch, augmented, the last partial batch dropped. Evaluation: in
+    Training: reshuffled every epoch, augmented (policy: the name of a Fast AutoAugment policy,
+    or None), the last partial batch dropped. Evaluation: in
     order, not augmented, the last partial batch kept. Every random draw is seeded by
     (seed, epoch, step), so the batches depend only on where the run is: a run resumed at any
     step sees exactly the batches an uninterrupted run would have.
     """
 
     def __init__(self, images, labels, batch_size, xp, mean, std, train=False, seed=0,
-                 crop=True, flip=True, cutout=0, permutation=None):
+                 policy=None, crop=True, flip=True, cutout=0, permutation=None):
         self.images, self.labels = xp.asarray(images), xp.asarray(labels)  # the whole split, moved once
         self.mean = xp.asarray(mean, dtype=np.float32)
         self.inv_std = xp.asarray(1 / np.asarray(std), dtype=np.float32)
         self.batch_size, self.xp, self.train, self.seed = batch_size, xp, train, seed
+        self.policy = None if policy is None else faa.policy_arrays(faa.POLICIES[policy])
         self.crop, self.flip, self.cutout = crop, flip, cutout
         self.permutation = None if permutation is None else xp.asarray(permutation)
 
@@ -256,7 +262,10 @@ class Loader:
             yield self.batch(idx, rng)
 
     def batch(self, idx, rng=None):
+        # the reference order: FAA policy, crop, flip, normalise, Cutout
         x = self.images[idx]  # uint8 (B, H, W, C)
+        if rng is not None and self.policy is not None:
+            x = faa.apply_policy(x, self.policy, rng)
         if rng is not None and (self.crop or self.flip):
             x = crop_flip(x, rng, crop=self.crop, flip=self.flip)
         x = (x.astype(np.float32) - self.mean) * self.inv_std
@@ -268,12 +277,48 @@ class Loader:
         return x, self.labels[idx]
 
 
+def show_augment(loader, path, count=32, seed=0):
+    """A PNG of `count` training images as the net sees them (policy, crop, flip, Cutout), 3x."""
+    from PIL import Image
+    x, _ = loader.batch(np.arange(count), np.random.default_rng([seed, 0, 0]))
+    x = (x.transpose(0, 2, 3, 1) / loader.inv_std + loader.mean).clip(0, 255).round().astype(np.uint8)  # undo normalising
+    x = x.get() if hasattr(x, 'get') else x
+    rows = count // 8
+    grid = x[:rows * 8].reshape(rows, 8, 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(rows * 32, 8 * 32, 3)
+    Image.fromarray(grid).resize((8 * 96, rows * 96), Image.NEAREST).save(path)
+
+
+def bench(x_train, y_train, spec, batch_size):
+    """Seconds for one training epoch per augmentation, and each FAA op on one batch."""
+    mean, std = channel_stats(x_train)
+    for name, kwargs in [('none', dict(crop=False, flip=False)), ('basic: crop + flip', {}),
+                         ('faa: policy, crop, flip, Cutout', dict(policy=spec['policy'], cutout=spec['cutout']))]:
+        loader = Loader(x_train, y_train, batch_size, np, mean, std, train=True, **kwargs)
+        t0 = time.perf_counter()
+        batches = sum(1 for _ in loader.epoch(0))
+        seconds = time.perf_counter() - t0
+        print(f'one epoch, {batches} batches of {batch_size}, {name}: {seconds:.2f} s '
+              f'({batches * batch_size / seconds:,.0f} images/s, numpy)')
+    x, rng = x_train[:batch_size], np.random.default_rng(0)
+    print(f'each Fast AutoAugment op on {len(x)} images (ms, median of 5):')
+    for name in faa.OPS:
+        lo, hi = faa.RANGES[name]
+        value = rng.uniform(lo, hi, len(x))
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            faa.faa_op(name, x, value, rng)
+            times.append(time.perf_counter() - t0)
+        print(f'  {name:12s} {1000 * np.median(times):6.2f}')
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description='Check a dataset, or time its training data path.')
+    parser = argparse.ArgumentParser(description='Check a dataset, time its training data path, or show its augmentation.')
     parser.add_argument('--dataset', default='cifar10', choices=list(DATASETS), help='dataset (default: cifar10)')
     parser.add_argument('--data-dir', default=DATA_DIR, help=f'where datasets live (default: {DATA_DIR}, or $BLASSO_DATA)')
     parser.add_argument('--batch-size', type=int, default=512, help='batch size (default: 512)')
-    parser.add_argument('--bench', action='store_true', help='time decoding and one epoch of batches')
+    parser.add_argument('--bench', action='store_true', help='time decoding, one epoch of batches per augmentation, and each FAA op')
+    parser.add_argument('--show-augment', metavar='PNG', help='write 32 training images after the full faa pipeline to PNG')
     args = parser.parse_args(argv)
     try:
         t0 = time.perf_counter()
@@ -283,18 +328,14 @@ def main(argv=None):
         raise SystemExit(f'error: {e}')
     print(f'{args.dataset}: train {x_train.shape} test {x_test.shape}, '
           f'train images per class {np.bincount(y_train).tolist()}; decoded in {decode:.2f} s')
-    if args.bench:
+    spec = DATASETS[args.dataset]
+    if args.show_augment:
         mean, std = channel_stats(x_train)
-        loader = Loader(x_train, y_train, args.batch_size, np, mean, std, train=True,
-                        cutout=DATASETS[args.dataset]['cutout'])
-        for switches in [dict(crop=False, flip=False, cutout=0), dict(crop=True, flip=True, cutout=0),
-                         dict(crop=True, flip=True, cutout=DATASETS[args.dataset]['cutout'])]:
-            vars(loader).update(switches)
-            t0 = time.perf_counter()
-            batches = sum(1 for _ in loader.epoch(0))
-            seconds = time.perf_counter() - t0
-            print(f'one epoch, {batches} batches of {args.batch_size}, {switches}: {seconds:.2f} s '
-                  f'({batches * args.batch_size / seconds:,.0f} images/s, numpy)')
+        show_augment(Loader(x_train, y_train, 32, np, mean, std, train=True, policy=spec['policy'],
+                            cutout=spec['cutout']), args.show_augment)
+        print(f'wrote {args.show_augment}: 32 training images after {spec["policy"]}, crop, flip and Cutout {spec["cutout"]}')
+    if args.bench:
+        bench(x_train, y_train, spec, args.batch_size)
 
 
 if __name__ == '__main__':

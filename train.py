@@ -35,9 +35,11 @@ def parse_args(argv):
     p.add_argument('--data-dir', default=data.DATA_DIR, help='where datasets live ($BLASSO_DATA sets the default)')
     p.add_argument('--svhn-extra', action=argparse.BooleanOptionalAction, default=False, help='SVHN: train on train + extra')
     p.add_argument('--val-size', type=int, default=0, help='training images held out for validation')
-    p.add_argument('--crop', action=argparse.BooleanOptionalAction, default=True, help='random crop, 4-pixel padding')
-    p.add_argument('--flip', action=argparse.BooleanOptionalAction, default=True, help='random horizontal flip')
-    p.add_argument('--cutout', action=argparse.BooleanOptionalAction, default=False, help='Cutout (16 px CIFAR, 20 px SVHN)')
+    p.add_argument('--augment', default='faa', choices=['faa', 'basic', 'none'],
+                   help="faa: the paper's (App. A.2): the dataset's Fast AutoAugment policy, random crop (4-pixel "
+                        "padding) and flip, Cutout; basic: crop and flip; none")
+    p.add_argument('--cutout', action=argparse.BooleanOptionalAction, default=None,
+                   help='Cutout after normalising (16 px CIFAR, 20 px SVHN); default: on with --augment faa only')
     p.add_argument('--permute-pixels', action=argparse.BooleanOptionalAction, default=False,
                    help='one fixed seeded pixel permutation for train and test')
     # model
@@ -105,6 +107,8 @@ def main(argv=None):
             fail(f'{args.resume} holds no checkpoint.npz to resume from')
         checkpoint = np.load(path, allow_pickle=False)
         config = json.loads(str(checkpoint['config']))
+        if 'augment' not in config:  # written before --augment: crop, flip and cutout were switches
+            config['augment'] = 'basic' if config.get('crop', True) or config.get('flip', True) else 'none'
         config.update(resume=args.resume, quiet=args.quiet, device=args.device, out=args.resume)
         args = argparse.Namespace(**{**vars(parse_args([])), **config})  # defaults for flags added since
     elif os.path.exists(os.path.join(args.out, 'checkpoint.npz')):
@@ -129,9 +133,12 @@ def main(argv=None):
     spec = data.DATASETS[args.dataset]
     mean, std = data.channel_stats(x_train)
     permutation = data.pixel_permutation(args.seed) if args.permute_pixels else None
+    cutout = args.cutout if args.cutout is not None else args.augment == 'faa'
+    augment = dict(policy=spec['policy'] if args.augment == 'faa' else None, cutout=spec['cutout'] if cutout else 0,
+                   # runs written before --augment recorded crop and flip apart
+                   crop=vars(args).get('crop', args.augment != 'none'), flip=vars(args).get('flip', args.augment != 'none'))
     loader = lambda x, y, train: data.Loader(  # noqa: E731
-        x, y, args.batch_size, xp, mean, std, train=train, seed=args.seed, crop=args.crop, flip=args.flip,
-        cutout=spec['cutout'] if args.cutout else 0, permutation=permutation)
+        x, y, args.batch_size, xp, mean, std, train=train, seed=args.seed, permutation=permutation, **augment)
     train_batches, test_batches = loader(x_train, y_train, True), loader(x_test, y_test, False)
     val_batches = loader(x_val, y_val, False) if len(x_val) else None
 
@@ -146,7 +153,9 @@ def main(argv=None):
     else:
         print(f'optimizer: SGD, momentum {args.momentum:g}, weight decay {args.weight_decay:g}, lr {args.lr:g} cosine')
     print(f'device: {"GPU (CuPy)" if xp is not np else "CPU (NumPy)"}; data: {args.dataset}, '
-          f'{len(x_train)} train / {len(x_val)} val / {len(x_test)} test; run directory: {args.out}')
+          f'{len(x_train)} train / {len(x_val)} val / {len(x_test)} test; augmentation: '
+          f'{augment["policy"] or "no policy"}, crop {augment["crop"]}, flip {augment["flip"]}, '
+          f'Cutout {augment["cutout"] or "off"}; run directory: {args.out}')
     steps_per_epoch, total_steps = len(train_batches), len(train_batches) * args.epochs
     step_flops = 6 * models.macs_per_image(model) * args.batch_size
     if xp is np:  # a paper-sized net on a CPU takes long: say so before the first bar

@@ -50,7 +50,7 @@ def test_every_architecture_and_optimizer(tiny_dir, tmp_path, arch, optimizer):
 
 def test_loss_falls_and_files_parse(tiny_dir, tmp_path, capsys):
     assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '2', '--epochs', '4', '--val-size', '40',
-               '--no-crop', '--no-flip', '--lr', '0.05') == 0
+               '--augment', 'none', '--lr', '0.05') == 0
     metrics = read_metrics(tmp_path)
     assert [m['epoch'] for m in metrics] == [1, 2, 3, 4]
     assert metrics[-1]['train_loss'] < 0.5 * metrics[0]['train_loss'], [m['train_loss'] for m in metrics]
@@ -114,6 +114,28 @@ def test_sgd_resume_restores_momentum(tiny_dir, tmp_path, monkeypatch):
     split = np.load(tmp_path / 'split' / 'checkpoint.npz', allow_pickle=False)
     assert any(k.startswith('velocity/') for k in whole.files)
     assert all(np.array_equal(whole[k], split[k]) for k in whole.files if '/' in k)
+
+
+def test_runs_written_before_augment_resume_as_they_were(tiny_dir, tmp_path, monkeypatch):
+    """A checkpoint from before --augment (crop, flip and cutout switches) continues with crop + flip."""
+    flags = ['--arch', 's_fc', '--alpha', '1', '--epochs', '2', '--augment', 'basic']
+    assert run(tiny_dir, tmp_path / 'whole', *flags) == 0
+    assert json.load(open(tmp_path / 'whole' / 'config.json'))['augment'] == 'basic'
+    interrupt_at(monkeypatch, 'sgd_step', 3)
+    assert run(tiny_dir, tmp_path / 'old', *flags) == 130
+    monkeypatch.undo()
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(os.path.join(tiny_dir, 'cifar-10-python.tar.gz')))
+    path = tmp_path / 'old' / 'checkpoint.npz'
+    arrays = dict(np.load(path, allow_pickle=False))
+    config = json.loads(str(arrays['config']))
+    del config['augment']
+    config.update(crop=True, flip=True, cutout=False)  # the configuration as it was written then
+    arrays['config'] = np.array(json.dumps(config))
+    np.savez(path, **arrays)
+    assert train.main(['--resume', str(tmp_path / 'old'), '--quiet']) == 0
+    assert json.load(open(tmp_path / 'old' / 'config.json'))['augment'] == 'basic'
+    whole, old = np.load(tmp_path / 'whole' / 'checkpoint.npz'), np.load(path)
+    assert all(np.array_equal(whole[k], old[k]) for k in whole.files if k.startswith('param/'))
 
 
 def test_save_every(tiny_dir, tmp_path):
@@ -200,7 +222,7 @@ def test_help_lists_every_flag(capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0
     for flag in ('--arch', '--dataset', '--data-dir', '--alpha', '--width', '--epochs', '--batch-size', '--lr',
-                 '--momentum', '--weight-decay', '--dropout', '--crop', '--flip', '--cutout', '--permute-pixels',
+                 '--momentum', '--weight-decay', '--dropout', '--augment', '--cutout', '--permute-pixels',
                  '--val-size', '--seed', '--device', '--out', '--resume', '--beta', '--lam-conv', '--lam-fc', '--quiet'):
         assert flag in out, flag
 
