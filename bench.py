@@ -4,6 +4,7 @@
     python bench.py --arch s_fc --alpha 150 --steps 1       # S-FC at the paper's size: peak memory
     python bench.py --device gpu --alpha 150 --batch-size 512 --arch s_fc,s_conv,s_local
     python bench.py --local-vs-einsum                       # Local2d against unfold + einsum
+    python bench.py --sparse runs/s_fc-blasso-a8            # a model exported by export.py: CSR against dense
 
 Each net runs in a fresh process, so its peak resident memory is its own. Times are the median
 and minimum over --steps steps after --warmup; GPU timings synchronise before reading the clock.
@@ -180,6 +181,39 @@ def local_vs_einsum(alpha, batch, steps):
     return results
 
 
+def sparse_vs_dense(run_dir, steps):
+    """Forward images/s of a trained model (export.py's model.npz) dense and with its CSR layers,
+    whole and first layer alone, at batch 1, 128 and 1024 (CPU)."""
+    import os
+    import export
+    config, dense, csr, buffers, stats = export.load(os.path.join(run_dir, export.MODEL_FILE))
+    model = export.build(config, dense, csr, buffers)
+    sparse = export.sparse_model(model, csr)
+    i = next((i for i, layer in enumerate(sparse.layers) if isinstance(layer, export.SparseLinear)), None)
+    if i is None:
+        raise SystemExit(f'error: {run_dir}/{export.MODEL_FILE} stores no layer in CSR: nothing to compare')
+    rng, rows = np.random.default_rng(0), []
+    for batch in (1, 128, 1024):
+        x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
+        x_first = model.layers[0].forward(x) if i == 1 else None  # S-FC, 3-FC: the flattened images
+        cases = [('whole model', model, sparse, x)]
+        if x_first is not None:
+            cases.append((f'layer {i} alone', model.layers[i], sparse.layers[i], x_first))
+        for what, dense_net, sparse_net, inputs in cases:
+            times = []
+            for net in (dense_net, sparse_net):
+                net.forward(inputs, train=False)
+                ts = []
+                for _ in range(max(3, steps if batch > 1 else 10 * steps)):
+                    t0 = time.perf_counter()
+                    net.forward(inputs, train=False)
+                    ts.append(time.perf_counter() - t0)
+                times.append(float(np.median(ts)))
+            rows.append(dict(what=what, batch=batch, dense_images_per_s=batch / times[0],
+                             sparse_images_per_s=batch / times[1], speedup=times[0] / times[1]))
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description='Time training steps and compare them with the matmul rate.',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -191,8 +225,16 @@ def main(argv=None):
     p.add_argument('--device', default='cpu', choices=['auto', 'cpu', 'gpu'], help='where to run')
     p.add_argument('--opt', default='blasso', choices=['blasso', 'sgd'], help='the update in the step')
     p.add_argument('--local-vs-einsum', action='store_true', help='compare Local2d with unfold + einsum')
+    p.add_argument('--sparse', metavar='RUN_DIR', help="forward speed of RUN_DIR's model.npz (export.py): CSR vs dense")
     p.add_argument('--json', action='store_true', help='also print one JSON line per net')
     args = p.parse_args(argv)
+    if args.sparse:
+        print(f'{"forward of":16s} {"batch":>5s} {"dense img/s":>12s} {"CSR img/s":>12s} {"CSR speed-up":>12s}')
+        for r in sparse_vs_dense(args.sparse, args.steps):
+            print(f'{r["what"]:16s} {r["batch"]:5d} {r["dense_images_per_s"]:12,.0f} {r["sparse_images_per_s"]:12,.0f} '
+                  f'{r["speedup"]:11.1f}x')
+        print('CPU, float32, medians; CSR: scipy.sparse for the layers export.py stored in CSR, dense BLAS for the rest')
+        return
     if args.local_vs_einsum:
         times = local_vs_einsum(args.alpha, args.batch_size, args.steps)
         ours = times['Local2d (batched matmul)']
