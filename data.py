@@ -176,6 +176,21 @@ def split_validation(x, y, val_size, seed=0):
     return x[train], y[train], x[val], y[val]
 
 
+def balanced_subset(y, size, seed=0):
+    """Sorted indices of a seeded random subset of `size` examples, as many of each class as can
+    be (the first size % classes classes get one more)."""
+    classes = np.unique(y)
+    per_class = [size // len(classes) + (i < size % len(classes)) for i in range(len(classes))]
+    rng = np.random.default_rng([seed, size])
+    keep = []
+    for label, count in zip(classes, per_class):
+        members = np.flatnonzero(y == label)
+        if count > len(members):
+            raise DataError(f'train_size {size} needs {count} images of class {label}; the training split has {len(members)}')
+        keep.append(rng.choice(members, count, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
 def channel_stats(x):
     """Per-channel mean and std of uint8 images (N, H, W, C), accumulated in float64 in slices."""
     total, total_sq = np.zeros(x.shape[-1]), np.zeros(x.shape[-1])

@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 import time
+import zipfile
+import zlib
 
 import numpy as np
 from tqdm import tqdm
@@ -24,6 +26,8 @@ import models
 import report
 
 S_ALPHA, D_ALPHA = 150, 15  # Table 1: the FC nets near 256M weights
+INTERRUPTED = 130  # the exit status of a run stopped by a signal after writing its checkpoint: resume it
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 def parse_args(argv):
@@ -34,7 +38,9 @@ def parse_args(argv):
     p.add_argument('--dataset', default='cifar10', help='cifar10, cifar100 or svhn')
     p.add_argument('--data-dir', default=data.DATA_DIR, help='where datasets live ($BLASSO_DATA sets the default)')
     p.add_argument('--svhn-extra', action=argparse.BooleanOptionalAction, default=False, help='SVHN: train on train + extra')
-    p.add_argument('--val-size', type=int, default=0, help='training images held out for validation')
+    p.add_argument('--val-size', type=int, default=0, help='training images held out for validation (model selection)')
+    p.add_argument('--train-size', type=int, default=None,
+                   help='train on a seeded class-balanced subset of this many images (after the validation split)')
     p.add_argument('--augment', default='faa', choices=['faa', 'basic', 'none'],
                    help="faa: the paper's (App. A.2): the dataset's Fast AutoAugment policy, random crop (4-pixel "
                         "padding) and flip, Cutout; basic: crop and flip; none")
@@ -71,12 +77,30 @@ def parse_args(argv):
     if args.dataset not in data.DATASETS:
         fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
     args.alpha = args.alpha if args.alpha is not None else D_ALPHA if args.arch.startswith('d_') else S_ALPHA
-    for name in ('alpha', 'epochs', 'batch_size', 'lr', 'save_every'):
-        if getattr(args, name) <= 0:
-            fail(f'--{name.replace("_", "-")} must be positive, got {getattr(args, name)}')
+    check_ranges(args)
     optimizer = 'sgd' if args.beta is None else 'blasso'
     args.out = args.out or os.path.join('runs', f'{args.arch}-{optimizer}-a{args.alpha}')
     return args
+
+
+# every numeric flag and the values it may take: (test, in words); None means "not given"
+RANGES = {
+    'alpha': (lambda v: v > 0, 'positive'), 'width': (lambda v: v is None or v > 0, 'positive'),
+    'epochs': (lambda v: v > 0, 'positive'), 'batch_size': (lambda v: v > 0, 'positive'),
+    'save_every': (lambda v: v > 0, 'positive'), 'val_size': (lambda v: v >= 0, '0 or more'),
+    'train_size': (lambda v: v is None or v > 0, 'positive'), 'lr': (lambda v: v > 0, 'positive'),
+    'beta': (lambda v: v is None or v >= 0, '0 or more'), 'lam_conv': (lambda v: v >= 0, '0 or more'),
+    'lam_fc': (lambda v: v >= 0, '0 or more'), 'momentum': (lambda v: 0 <= v < 1, 'in [0, 1)'),
+    'weight_decay': (lambda v: v >= 0, '0 or more'), 'dropout': (lambda v: 0 <= v < 1, 'in [0, 1)'),
+}
+
+
+def check_ranges(args):
+    """Every numeric flag finite and in its range, or a one-line error (--lr nan, --beta -5, ...)."""
+    for name, (ok, words) in RANGES.items():
+        value = getattr(args, name)
+        if value is not None and (not math.isfinite(value) or not ok(value)):
+            fail(f'--{name.replace("_", "-")} must be finite and {words}, got {value}')
 
 
 def fail(message):
@@ -86,14 +110,45 @@ def fail(message):
 
 def save_checkpoint(path, model, velocity, config, progress):
     """Every array to host memory, into an npz written under a temporary name and renamed, so
-    an interrupted write never replaces the last good checkpoint."""
+    an interrupted write never replaces the last good checkpoint; the one before is kept as
+    checkpoint.prev.npz, for when the newest is damaged after all (a full disk, a copy cut short)."""
     arrays = {f'param/{name}': report.to_numpy(p) for name, p, _ in model.params()}
     arrays.update({f'buffer/{name}': report.to_numpy(b) for name, b in model.buffers()})
     arrays.update({f'velocity/{name}': report.to_numpy(v) for name, v in velocity.items()})
     arrays['config'], arrays['progress'] = np.array(json.dumps(config)), np.array(json.dumps(progress))
     with open(path + '.tmp', 'wb') as f:
         np.savez(f, **arrays)
+    if os.path.exists(path):
+        os.replace(path, previous(path))
     os.replace(path + '.tmp', path)
+
+
+def previous(path):
+    return path.replace('.npz', '.prev.npz')
+
+
+def load_checkpoint(run_dir):
+    """The newest readable checkpoint of run_dir as a dict of arrays, falling back to the one
+    before it (saying so) when the newest is damaged or missing; a one-line error if neither loads."""
+    path = os.path.join(run_dir, 'checkpoint.npz')
+    problems = []
+    for candidate in (path, previous(path)):
+        if not os.path.exists(candidate):
+            problems.append(f'{candidate} does not exist')
+            continue
+        try:
+            with np.load(candidate, allow_pickle=False) as npz:
+                checkpoint = {key: npz[key] for key in npz.files}  # reads every array: damage shows here
+            json.loads(str(checkpoint['config'])), json.loads(str(checkpoint['progress']))
+        except (zipfile.BadZipFile, zlib.error, ValueError, KeyError, OSError, EOFError) as e:
+            problems.append(f'{candidate} is damaged ({type(e).__name__}: {str(e)[:80]})')
+            continue
+        if problems:
+            print(f'warning: {problems[0]}; resuming from the previous checkpoint, {candidate}', file=sys.stderr)
+        return checkpoint
+    if problems[0].endswith('does not exist') and problems[1].endswith('does not exist'):
+        fail(f'{run_dir} holds no checkpoint.npz to resume from')
+    fail('cannot resume: ' + '; '.join(problems))
 
 
 def main(argv=None):
@@ -102,15 +157,13 @@ def main(argv=None):
     # 1. the run directory: a new run, or the one being resumed
     checkpoint = None
     if args.resume:
-        path = os.path.join(args.resume, 'checkpoint.npz')
-        if not os.path.exists(path):
-            fail(f'{args.resume} holds no checkpoint.npz to resume from')
-        checkpoint = np.load(path, allow_pickle=False)
+        checkpoint = load_checkpoint(args.resume)
         config = json.loads(str(checkpoint['config']))
         if 'augment' not in config:  # written before --augment: crop, flip and cutout were switches
             config['augment'] = 'basic' if config.get('crop', True) or config.get('flip', True) else 'none'
         config.update(resume=args.resume, quiet=args.quiet, device=args.device, out=args.resume)
         args = argparse.Namespace(**{**vars(parse_args([])), **config})  # defaults for flags added since
+        check_ranges(args)
     elif os.path.exists(os.path.join(args.out, 'checkpoint.npz')):
         fail(f'{args.out} already holds a run; continue it with --resume {args.out}, or choose another --out')
     os.makedirs(args.out, exist_ok=True)
@@ -126,6 +179,9 @@ def main(argv=None):
     try:
         x_train, y_train, x_test, y_test = data.load(args.dataset, args.data_dir, extra=args.svhn_extra)
         x_train, y_train, x_val, y_val = data.split_validation(x_train, y_train, args.val_size, args.seed)
+        if args.train_size is not None:
+            keep = data.balanced_subset(y_train, args.train_size, args.seed)
+            x_train, y_train = x_train[keep], y_train[keep]
     except data.DataError as e:
         fail(str(e))
     if args.batch_size > len(x_train):
@@ -174,13 +230,13 @@ def main(argv=None):
     progress = dict(epoch=0, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
     if checkpoint is not None:
         for name, p, _ in model.params():
-            saved = checkpoint[f'param/{name}'] if f'param/{name}' in checkpoint.files else None
+            saved = checkpoint.get(f'param/{name}')
             if saved is None or saved.shape != p.shape:  # e.g. conv and local nets before channels-last
                 fail(f'{args.resume} was written by another version of blasso ({name} differs); start a new run')
             p[...] = xp.asarray(saved)
         for name, b in model.buffers():
             b[...] = checkpoint[f'buffer/{name}'] if isinstance(b, np.ndarray) else xp.asarray(checkpoint[f'buffer/{name}'])
-        velocity = {k[len('velocity/'):]: xp.asarray(checkpoint[k]) for k in checkpoint.files if k.startswith('velocity/')}
+        velocity = {k[len('velocity/'):]: xp.asarray(v) for k, v in checkpoint.items() if k.startswith('velocity/')}
         progress = json.loads(str(checkpoint['progress']))
         print(f'resuming at epoch {progress["epoch"] + 1}, step {progress["step"]}')
     metrics_path = os.path.join(args.out, 'metrics.jsonl')
@@ -206,14 +262,16 @@ def main(argv=None):
         n = len(batches.labels)
         return loss_sum / n, correct / n
 
-    # Ctrl-C asks the loop to stop after the current step; a second one stops at once
+    # Ctrl-C, and SIGTERM / SIGUSR2 (what Slurm and submitit send before a time limit or a
+    # preemption), ask the loop to stop after the current step and checkpoint; a second Ctrl-C
+    # stops at once, a repeated SIGTERM / SIGUSR2 changes nothing
     interrupted = []
 
     def on_interrupt(signum, frame):
-        if interrupted:
+        if interrupted and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        interrupted.append(True)
-    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+        interrupted.append(signum)
+    previous_handlers = {sig: signal.signal(sig, on_interrupt) for sig in STOP_SIGNALS}
 
     # 6. the loop: lr -> batch -> forward -> loss -> backward -> update -> log; per epoch:
     #    evaluate, count non-zeros (Fig. 3), write metrics and checkpoint
@@ -253,9 +311,9 @@ def main(argv=None):
                 progress['seconds'] += time.perf_counter() - t0
                 if interrupted:
                     save_checkpoint(ckpt_path, model, velocity, config, progress)
-                    print(f'\ninterrupted at epoch {epoch + 1}, step {progress["step"]}; checkpoint written.\n'
-                          f'continue with: python train.py --resume {args.out}')
-                    return 130
+                    print(f'\ninterrupted ({signal.Signals(interrupted[0]).name}) at epoch {epoch + 1}, step '
+                          f'{progress["step"]}; checkpoint written.\ncontinue with: python train.py --resume {args.out}')
+                    return INTERRUPTED
 
                 # end of epoch: evaluate, count non-zeros, log, checkpoint
                 test_loss, test_acc = evaluate(test_batches)
@@ -277,7 +335,8 @@ def main(argv=None):
                     save_checkpoint(ckpt_path, model, velocity, config, progress)
                     report.save_curves(metrics, reference_sizes(args.alpha), os.path.join(args.out, 'curves.png'))
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
 
     # 7. the summary: accuracy, non-zeros against the layer sizes (Fig. 3), filters (Fig. 4),
     #    locality of the first layer and Theorem 2's description length
@@ -294,6 +353,7 @@ def reference_sizes(alpha):
 
 def summarize(args, model, metrics, num_train):
     final = metrics[-1]
+    selected = max((m for m in metrics if m['val_acc'] is not None), key=lambda m: m['val_acc'], default=None)
     sizes = {name: int(p.size) for name, p, _ in model.params() if p.ndim >= 2}
     layers = {name: dict(nonzero=final['nonzero'][name], size=size, share=final['nonzero'][name] / size)
               for name, size in sizes.items()}
@@ -304,8 +364,11 @@ def summarize(args, model, metrics, num_train):
     summary = dict(
         arch=args.arch, alpha=args.alpha, optimizer='sgd' if args.beta is None else 'blasso', beta=args.beta,
         dataset=args.dataset, epochs=final['epoch'],
-        final_test_acc=final['test_acc'], best_test_acc=max(m['test_acc'] for m in metrics),
-        best_val_acc=max((m['val_acc'] for m in metrics if m['val_acc'] is not None), default=None),
+        final_test_acc=final['test_acc'], train_acc=final['train_acc'],
+        # model selection as the paper: the epoch of best validation accuracy, and its test accuracy
+        best_val_acc=selected['val_acc'] if selected else None, selected_epoch=selected['epoch'] if selected else None,
+        selected_test_acc=selected['test_acc'] if selected else None,
+        best_test_acc_chosen_on_test=max(m['test_acc'] for m in metrics),  # optimistic: picked on the test set
         layers=layers, nonzero_total=final['nonzero']['total'], weights_total=sum(sizes.values()),
         reference_sizes=reference_sizes(args.alpha),
         locality_score=report.locality_score(maps),
@@ -315,7 +378,9 @@ def summarize(args, model, metrics, num_train):
         json.dump(summary, f, indent=2)
     report.save_filters(maps, os.path.join(args.out, 'filters.png'), seed=args.seed)
     print(f'\n{args.arch} alpha {args.alpha}, {summary["optimizer"]}, {summary["epochs"]} epochs: '
-          f'test accuracy final {100 * summary["final_test_acc"]:.2f}%, best {100 * summary["best_test_acc"]:.2f}%')
+          f'test accuracy final {100 * summary["final_test_acc"]:.2f}%' +
+          (f', at the epoch of best validation accuracy ({selected["epoch"]}) {100 * selected["test_acc"]:.2f}%'
+           if selected else f', best over epochs (chosen on the test set) {100 * summary["best_test_acc_chosen_on_test"]:.2f}%'))
     for name, layer in layers.items():
         print(f'  layer {name:6s} non-zero {layer["nonzero"]:>12,} of {layer["size"]:>12,} ({100 * layer["share"]:.2f}%)')
     print('  reference: ' + ', '.join(f'{k} {v:,}' for k, v in summary['reference_sizes'].items()))

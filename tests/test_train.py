@@ -56,7 +56,9 @@ def test_loss_falls_and_files_parse(tiny_dir, tmp_path, capsys):
     assert metrics[-1]['train_loss'] < 0.5 * metrics[0]['train_loss'], [m['train_loss'] for m in metrics]
     assert metrics[-1]['test_acc'] > 0.5 and metrics[-1]['val_acc'] is not None
     summary = json.load(open(tmp_path / 'summary.json'))
-    assert summary['best_test_acc'] >= summary['final_test_acc'] > 0.5
+    assert summary['best_test_acc_chosen_on_test'] >= summary['final_test_acc'] > 0.5
+    best = max(metrics, key=lambda m: m['val_acc'])
+    assert summary['selected_epoch'] == best['epoch'] and summary['selected_test_acc'] == best['test_acc']
     assert 0 < summary['locality_score'] < 1 and summary['description_length_bits'] > 0
     assert set(summary['layers']) == {'1.W', '4.W', '7.W'}
     out = capsys.readouterr().out
@@ -71,14 +73,15 @@ def test_blasso_with_large_lambda_prunes_epoch_after_epoch(tiny_dir, tmp_path):
     assert totals[-1] < 0.2 * models.build('s_fc', 2).num_params()
 
 
-def interrupt_at(monkeypatch, step_function, call):
-    """Deliver a real SIGINT from inside the `call`-th optimizer step, as a Ctrl-C would."""
+def interrupt_at(monkeypatch, step_function, call, signum=signal.SIGINT, times=1):
+    """Deliver a real signal (SIGINT: a Ctrl-C) from inside the `call`-th optimizer step."""
     real, calls = getattr(blasso, step_function), []
 
     def step(*args, **kwargs):
         calls.append(1)
         if len(calls) == call:
-            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(times):
+                os.kill(os.getpid(), signum)
         return real(*args, **kwargs)
     monkeypatch.setattr(blasso, step_function, step)
 
@@ -138,6 +141,59 @@ def test_runs_written_before_augment_resume_as_they_were(tiny_dir, tmp_path, mon
     assert all(np.array_equal(whole[k], old[k]) for k in whole.files if k.startswith('param/'))
 
 
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGUSR2])
+def test_slurm_signals_checkpoint_like_ctrl_c(tiny_dir, tmp_path, monkeypatch, capsys, signum):
+    """What Slurm and submitit send before a time limit: finish the step, checkpoint, exit 130;
+    a repeated signal (Slurm may signal the whole process tree) changes nothing."""
+    flags = ['--arch', 's_fc', '--alpha', '1', '--epochs', '2', '--beta', '50']
+    assert run(tiny_dir, tmp_path / 'whole', *flags) == 0
+    interrupt_at(monkeypatch, 'blasso_step', 3, signum, times=2)
+    before = signal.getsignal(signum)
+    assert run(tiny_dir, tmp_path / 'split', *flags) == train.INTERRUPTED == 130
+    assert f'interrupted ({signal.Signals(signum).name}) at epoch 1, step 3' in capsys.readouterr().out
+    assert signal.getsignal(signum) is before  # the handler is put back
+    monkeypatch.undo()
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(os.path.join(tiny_dir, 'cifar-10-python.tar.gz')))
+    assert train.main(['--resume', str(tmp_path / 'split'), '--quiet']) == 0
+    whole, split = np.load(tmp_path / 'whole' / 'checkpoint.npz'), np.load(tmp_path / 'split' / 'checkpoint.npz')
+    assert all(np.array_equal(whole[k], split[k]) for k in whole.files if k.startswith('param/'))
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tiny_dir, tmp_path, capsys):
+    """A truncated newest checkpoint: the run continues from the one before, saying so, and ends
+    with the weights it had; when both are damaged, one line naming both."""
+    out = tmp_path / 'run'
+    assert run(tiny_dir, out, '--arch', 's_fc', '--alpha', '1', '--epochs', '3', '--augment', 'none') == 0
+    good = np.load(out / 'checkpoint.npz')
+    whole = (out / 'checkpoint.npz').read_bytes()
+    (out / 'checkpoint.npz').write_bytes(whole[:len(whole) // 2])
+    capsys.readouterr()
+    assert train.main(['--resume', str(out), '--quiet']) == 0  # epoch 3 again, from epoch 2's checkpoint
+    assert 'resuming from the previous checkpoint' in capsys.readouterr().err
+    again = np.load(out / 'checkpoint.npz')
+    assert all(np.array_equal(good[k], again[k]) for k in good.files if k.startswith('param/'))
+    assert [m['epoch'] for m in read_metrics(out)] == [1, 2, 3]
+    for damage in (whole[:len(whole) // 2], b'\x93NUMPY not a zip file'):
+        (out / 'checkpoint.npz').write_bytes(damage)
+        (out / 'checkpoint.prev.npz').write_bytes(damage)
+        with pytest.raises(SystemExit) as e:
+            train.main(['--resume', str(out), '--quiet'])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1, err
+        assert 'checkpoint.npz is damaged' in err and 'checkpoint.prev.npz is damaged' in err and 'pickled' not in err
+
+
+def test_train_size_is_a_balanced_recorded_subset(tiny_dir, tmp_path, capsys):
+    assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '1', '--val-size', '40',
+               '--train-size', '80') == 0
+    assert json.load(open(tmp_path / 'config.json'))['train_size'] == 80
+    assert '80 train / 40 val / 40 test' in capsys.readouterr().out
+    y = np.repeat(np.arange(10), 30)
+    keep = data.balanced_subset(y, 25, seed=1)
+    assert len(keep) == len(set(keep)) == 25 and np.bincount(y[keep]).tolist() == [3] * 5 + [2] * 5
+    assert not np.array_equal(keep, data.balanced_subset(y, 25, seed=2))
+
+
 def test_save_every(tiny_dir, tmp_path):
     assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '3', '--save-every', '2') == 0
     progress = json.loads(str(np.load(tmp_path / 'checkpoint.npz', allow_pickle=False)['progress']))
@@ -162,11 +218,24 @@ def test_cpu_note_for_slow_settings(tiny_dir, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize('flags,message', [
     (['--arch', 'resnet'], "unknown arch 'resnet'"),
     (['--dataset', 'mnist'], "unknown dataset 'mnist'"),
-    (['--alpha', '0'], '--alpha must be positive'),
+    (['--alpha', '0'], '--alpha must be finite and positive'),
     (['--alpha', 'x'], "invalid int value: 'x'"),
-    (['--lr', '-1'], '--lr must be positive'),
-    (['--batch-size', '0'], '--batch-size must be positive'),
-    (['--epochs', '0'], '--epochs must be positive'),
+    (['--lr', '-1'], '--lr must be finite and positive'),
+    (['--lr', 'nan'], '--lr must be finite and positive, got nan'),
+    (['--lr', 'inf'], '--lr must be finite and positive, got inf'),
+    (['--beta', '-5'], '--beta must be finite and 0 or more'),
+    (['--lam-conv', '-1'], '--lam-conv must be finite and 0 or more'),
+    (['--lam-fc', 'nan'], '--lam-fc must be finite'),
+    (['--momentum', '1'], '--momentum must be finite and in [0, 1)'),
+    (['--weight-decay', '-0.1'], '--weight-decay must be finite and 0 or more'),
+    (['--dropout', '1.5'], '--dropout must be finite and in [0, 1)'),
+    (['--width', '0'], '--width must be finite and positive'),
+    (['--save-every', '0'], '--save-every must be finite and positive'),
+    (['--train-size', '0'], '--train-size must be finite and positive'),
+    (['--train-size', '500'], 'train_size 500 needs 50 images of class'),
+    (['--val-size', '-1'], '--val-size must be finite and 0 or more'),
+    (['--batch-size', '0'], '--batch-size must be finite and positive'),
+    (['--epochs', '0'], '--epochs must be finite and positive'),
     (['--batch-size', '1000'], '--batch-size 1000 is larger than the 200 training images'),
     (['--val-size', '500'], 'val_size must be in'),
     (['--device', 'tpu'], "invalid choice: 'tpu'"),
