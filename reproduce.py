@@ -1,0 +1,505 @@
+"""The paper's tables and figures as grids of train.py runs, on this machine or a Slurm cluster.
+
+    python reproduce.py run table2 --dry-run                 # the train.py commands, and how many
+    python reproduce.py run permutation --scale cpu --jobs 2 --data-dir ../data
+    python reproduce.py run table1 --launcher slurm --partition gpu --time 1440 --max-parallel 32
+    python reproduce.py report table2                        # Markdown tables and figures from the runs
+
+Each run has its own directory runs/EXPERIMENT/NAME, NAME made from its flags. A run with a
+summary.json is skipped and an interrupted one continued (train.py --resume), so after any
+failure or interruption the same command picks up where the grid stands. Models are selected
+as in the paper (App. A.2): within a cell of a table, the run with the best validation accuracy,
+reporting its test accuracy at that epoch; mean and standard deviation over seeds.
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+RUNS = os.path.join(ROOT, 'runs')
+
+# ----------------------------------------------------------------------------- the grids
+# App. A.2: SGD models tried momentum {0, 0.9} x weight decay {0, 1e-4, 2e-4, 5e-4, 1e-3};
+# beta-LASSO models beta in {0, 1, 50} and lambda in {1e-6, ..., 2e-5}, chosen separately for the
+# convolution-like layer and for the FC layers. Dropout (the paper tried it, rate unstated) is not
+# in the grid. Validation: 5,000 training images held out (the paper does not give its split).
+SCALES = {
+    'paper': dict(
+        datasets=['cifar10', 'cifar100', 'svhn'], s_alpha=150, d_alpha=15, epochs=(400, 4000), table2_epochs=4000,
+        sgd=[dict(momentum=m, weight_decay=wd) for m in (0.0, 0.9) for wd in (0.0, 1e-4, 2e-4, 5e-4, 1e-3)],
+        lam_conv=[1e-6, 2e-6, 5e-6, 1e-5, 2e-5], lam_fc=[1e-6, 2e-6, 5e-6, 1e-5, 2e-5],
+        fig2_sizes=[2 ** k for k in range(15, 31)], val_size=5000),
+    'cpu': dict(  # the same grids shrunk to fit 2 cores in hours, not GPU-months:
+        datasets=['cifar10'],  # 3 datasets -> CIFAR-10
+        s_alpha=4, d_alpha=2,  # alpha 150 / 15 -> 4 / 2 (S-FC: 256M -> 3.2M weights)
+        epochs=(10, 30), table2_epochs=30,  # 400 / 4000 epochs -> 10 / 30
+        sgd=[dict(momentum=0.9, weight_decay=5e-4)],  # 10 SGD settings -> the usual one
+        lam_conv=[2e-5, 5e-5], lam_fc=[2e-6, 5e-6],  # 5 x 5 lambdas -> 2 x 2, at the top of the grid
+        fig2_sizes=[2 ** k for k in range(15, 22)],  # 2^15 .. 2^30 parameters -> 2^15 .. 2^21
+        val_size=5000),
+}
+ARCHS = ['d_conv', 'd_local', 'd_fc', 's_conv', 's_local', 's_fc', 'three_fc']  # Table 1's rows
+FIG2_ARCHS = ['d_conv', 's_conv', 'three_fc']  # Fig. 2 (and ResNet18, not built yet)
+
+
+def table1(s):
+    """Table 1: every architecture, dataset and length, SGD's grid."""
+    return [dict(arch=arch, dataset=dataset, epochs=epochs, **sgd)
+            for arch in ARCHS for dataset in s['datasets'] for epochs in s['epochs'] for sgd in s['sgd']]
+
+
+def table2(s):
+    """Table 2: S-CONV, S-LOCAL, 3-FC and S-FC with SGD's grid; S-FC with beta-LASSO's."""
+    sgd = [dict(arch=arch, dataset=dataset, **opt) for arch in ('s_conv', 's_local', 'three_fc', 's_fc')
+           for dataset in s['datasets'] for opt in s['sgd']]
+    blasso = [dict(arch='s_fc', dataset=dataset, beta=beta, lam_conv=lc, lam_fc=lf)
+              for dataset in s['datasets'] for beta in (0, 1, 50) for lc in s['lam_conv'] for lf in s['lam_fc']]
+    return [dict(run, epochs=s['table2_epochs']) for run in sgd + blasso]
+
+
+def fig2(s):
+    """Fig. 2: test accuracy against the number of parameters; alpha (3-FC: width) per size."""
+    runs = []
+    for arch in FIG2_ARCHS:
+        for size in s['fig2_sizes']:
+            knob = 'width' if arch == 'three_fc' else 'alpha'
+            runs += [dict(arch=arch, dataset=dataset, epochs=s['epochs'][0], **{knob: size_to_width(arch, size)})
+                     for dataset in s['datasets']]
+    return unique(runs)
+
+
+def permutation(s):
+    """A fixed pixel permutation changes nothing for S-FC and takes S-CONV's prior away (§4)."""
+    return [dict(arch=arch, dataset='cifar10', epochs=s['epochs'][0], permute_pixels=permute, **opt)
+            for arch, opt in (('s_fc', dict(beta=50)), ('s_conv', {})) for permute in (False, True)]
+
+
+def cpu_claim(s):
+    """Issue 13: where does beta-LASSO beat SGD on S-FC at CPU scale? Training-set size x alpha x
+    {SGD; beta-LASSO, lr 1.0, layer-1 lambda in {1e-5, 2e-5, 5e-5}, FC layers a tenth}, crop + flip.
+    Epochs so that SGD's train accuracy saturates on the small sets (same step budget per cell)."""
+    epochs = {5000: 400, 10000: 300, 50000: 100}
+    methods = [{}] + [dict(beta=50, lr=1.0, lam_conv=lam, lam_fc=lam / 10) for lam in (1e-5, 2e-5, 5e-5)]
+    return [dict(arch='s_fc', dataset='cifar10', alpha=alpha, train_size=n if n < 45000 else None,
+                 epochs=epochs[n], augment='basic', **method)
+            for n in (5000, 10000, 50000) for alpha in (4, 8) for method in methods]
+
+
+EXPERIMENTS = {'table1': table1, 'table2': table2, 'fig2': fig2, 'permutation': permutation, 'cpu-claim': cpu_claim}
+
+
+def size_to_width(arch, size):
+    """The alpha (3-FC: hidden width) whose parameter count is nearest `size` on a log scale. Counts
+    are quadratic in it, so three small models give the polynomial exactly."""
+    import models
+    def count(k):
+        return models.build(arch, 1, width=k).num_params() if arch == 'three_fc' else models.build(arch, k).num_params()
+    c1, c2, c3 = count(1), count(2), count(3)
+    a = (c3 - 2 * c2 + c1) / 2
+    b = c2 - c1 - 3 * a
+    c = c1 - a - b
+    root = (-b + math.sqrt(b * b - 4 * a * (c - size))) / (2 * a)
+    candidates = [k for k in (math.floor(root), math.ceil(root)) if k >= 1] or [1]
+    return min(candidates, key=lambda k: abs(math.log((a * k * k + b * k + c) / size)))
+
+
+def unique(runs):
+    seen, out = set(), []
+    for run in runs:
+        key = json.dumps(run, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(run)
+    return out
+
+
+def grid(experiment, scale, dataset=None, epochs=None, alpha=None, seeds=1):
+    """The runs of an experiment: train.py flags as dicts, with the scale's defaults filled in."""
+    s = SCALES[scale]
+    if dataset:
+        s = dict(s, datasets=[dataset])
+    runs = []
+    for run in EXPERIMENTS[experiment](s):
+        run = dict(run)
+        if 'alpha' not in run and 'width' not in run:  # 3-FC's width, where given, sets its size alone
+            run['alpha'] = s['d_alpha'] if run['arch'].startswith('d_') else s['s_alpha']
+        run.setdefault('val_size', s['val_size'])
+        if dataset:
+            run['dataset'] = dataset
+        if epochs:
+            run['epochs'] = epochs
+        if alpha and 'width' not in run:
+            run['alpha'] = alpha
+        runs += [dict(run, seed=seed) for seed in range(seeds)]
+    return unique(runs)
+
+
+# the order and short labels of the flags in a run's directory name
+NAME_PARTS = [('arch', ''), ('dataset', ''), ('alpha', 'a'), ('width', 'w'), ('epochs', 'e'), ('batch_size', 'bs'), ('train_size', 'n'),
+              ('augment', 'aug-'), ('permute_pixels', 'perm'), ('lr', 'lr'), ('momentum', 'm'),
+              ('weight_decay', 'wd'), ('beta', 'b'), ('lam_conv', 'lc'), ('lam_fc', 'lf'), ('val_size', 'v'),
+              ('seed', 's')]
+
+
+def run_name(run):
+    unknown = set(run) - {key for key, _ in NAME_PARTS}
+    assert not unknown, f'add {unknown} to NAME_PARTS'
+    parts = []
+    for key, label in NAME_PARTS:
+        value = run.get(key)
+        if value is None or value is False:
+            continue
+        parts.append(label if value is True else f'{label}{value:g}' if isinstance(value, float) else f'{label}{value}')
+    return '-'.join(parts)
+
+
+def train_command(run, run_dir, data_dir=None):
+    """The train.py command line of a run: fresh, or --resume when it has a checkpoint."""
+    command = [sys.executable, os.path.join(ROOT, 'train.py')]
+    if any(os.path.exists(os.path.join(run_dir, f)) for f in ('checkpoint.npz', 'checkpoint.prev.npz')):
+        return command + ['--resume', run_dir, '--quiet']
+    for key, value in run.items():
+        flag = '--' + key.replace('_', '-')
+        if value is True:
+            command.append(flag)
+        elif value is not None and value is not False:
+            command += [flag, f'{value:g}' if isinstance(value, float) else str(value)]
+    return command + ['--out', run_dir, '--quiet'] + (['--data-dir', data_dir] if data_dir else [])
+
+
+def is_done(run_dir):
+    return os.path.exists(os.path.join(run_dir, 'summary.json'))
+
+
+# ----------------------------------------------------------------------------- launchers
+
+def launch_local(todo, jobs, data_dir):
+    """At most `jobs` train.py processes at once, each with its share of the CPU threads or its own
+    GPU (round robin over the visible ones); a tqdm bar of runs done / running / left."""
+    from tqdm import tqdm
+    import models
+    gpus = models.cupy.cuda.runtime.getDeviceCount() if models.gpu_available() else 0
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    pending, running, failed = list(todo), {}, []
+    bar = tqdm(total=len(todo), unit='run', desc='runs')
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                run_dir, run = pending.pop(0)
+                slot = min(set(range(jobs)) - {s for s, _, _ in running.values()})
+                env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+                if gpus:
+                    env['CUDA_VISIBLE_DEVICES'] = str(slot % gpus)
+                os.makedirs(run_dir, exist_ok=True)
+                log = open(os.path.join(run_dir, 'train.log'), 'a')
+                process = subprocess.Popen(train_command(run, run_dir, data_dir), stdout=log, stderr=subprocess.STDOUT,
+                                           env=env, cwd=ROOT)
+                running[process] = (slot, run_dir, log)
+            for process in [p for p in running if p.poll() is not None]:
+                _, run_dir, log = running.pop(process)
+                log.close()
+                if process.returncode != 0:
+                    failed.append(f'{run_dir} (exit {process.returncode}; see its train.log)')
+                bar.update(1)
+            bar.set_postfix(running=len(running), left=len(pending), failed=len(failed))
+            time.sleep(0.2)
+    except KeyboardInterrupt:  # the runs got the Ctrl-C too: they checkpoint and stop
+        for process in running:
+            process.wait()
+        bar.close()
+        print('interrupted: the runs wrote their checkpoints; issue the same command to continue')
+        return 130
+    bar.close()
+    for line in failed:
+        print(f'failed: {line}')
+    return 1 if failed else 0
+
+
+class TrainJob:
+    """One run as a Slurm (submitit) job: train.py in a child process. Before a time limit or a
+    preemption submitit signals the job (USR2) and calls checkpoint(): the child is told to stop
+    (it finishes its step and writes its checkpoint), and the job is requeued; requeued, it
+    continues the run from its directory. A plain class: submitit is imported only here."""
+
+    def __call__(self, run_dir, run, data_dir=None):
+        if is_done(run_dir):
+            return run_dir
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, 'train.log'), 'a') as log:
+            self.process = subprocess.Popen(train_command(run, run_dir, data_dir), stdout=log,
+                                            stderr=subprocess.STDOUT, cwd=ROOT)
+            code = self.process.wait()
+        if code != 0:
+            raise RuntimeError(f'train.py exited with {code}: see {run_dir}/train.log')
+        return run_dir
+
+    def checkpoint(self, run_dir, run, data_dir=None):
+        from submitit.helpers import DelayedSubmission
+        process = getattr(self, 'process', None)
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGUSR2)  # train.py: finish the step, checkpoint, exit
+            try:  # os.waitpid, not process.wait(): __call__ is inside wait(), holding its lock
+                os.waitpid(process.pid, 0)
+            except ChildProcessError:  # it had already been reaped
+                pass
+        return DelayedSubmission(TrainJob(), run_dir, run, data_dir)
+
+
+def slurm_parameters(args, count):
+    """The SlurmExecutor parameters of a grid: one job array of `count` runs."""
+    return dict(job_name=f'blasso-{args.experiment}', partition=args.partition, time=args.time,
+                gpus_per_node=args.gpus_per_run, cpus_per_task=args.cpus_per_run,
+                array_parallelism=min(args.max_parallel, count), signal_delay_s=120)
+
+
+def sbatch_script(args, count):
+    """The sbatch file submitit writes for the grid's job array, as text (no Slurm needed)."""
+    from submitit.slurm.slurm import _make_sbatch_string  # submitit's own, so the preview is what is sent
+    return _make_sbatch_string(command=f'{sys.executable} -u -m submitit.core._submit {args.slurm_log_dir}',
+                               folder=args.slurm_log_dir, map_count=count, **slurm_parameters(args, count))
+
+
+def launch_slurm(todo, args, executor=None):
+    """The grid as one Slurm job array; returns its jobs. executor: for tests (LocalExecutor)."""
+    try:
+        import submitit
+    except ImportError:
+        raise SystemExit('error: --launcher slurm needs submitit: pip install submitit') from None
+    if executor is None:
+        executor = submitit.SlurmExecutor(folder=args.slurm_log_dir)
+        executor.update_parameters(**slurm_parameters(args, len(todo)))
+    run_dirs, runs = zip(*todo)
+    jobs = executor.map_array(TrainJob(), run_dirs, runs, [args.data_dir] * len(todo))
+    print(f'submitted {len(jobs)} runs as job array {jobs[0].job_id.split("_")[0]}; logs in {args.slurm_log_dir}; '
+          f'when they are done: python reproduce.py report {args.experiment}')
+    return jobs
+
+
+# ----------------------------------------------------------------------------- report
+
+# the paper's figures, for beside ours: Table 1 (arch, dataset, epochs) and Table 2 (row, dataset)
+PAPER_TABLE1 = {
+    'd_conv': [88.84, 89.79, 63.73, 62.26, 95.65, 95.86], 'd_local': [86.13, 86.07, 58.58, 55.71, 95.71, 95.85],
+    'd_fc': [64.78, 63.62, 36.61, 35.51, 92.52, 90.97], 's_conv': [84.14, 87.05, 59.48, 62.51, 92.34, 93.38],
+    's_local': [81.52, 85.86, 56.64, 62.03, 92.51, 93.98], 's_fc': [72.77, 78.63, 47.72, 51.43, 88.64, 91.80],
+    'three_fc': [69.19, 75.12, 44.95, 50.75, 85.98, 86.02]}  # C10 400/4000, C100 400/4000, SVHN 400/4000
+PAPER_TABLE2 = {
+    ('s_conv', 'SGD'): [87.05, 62.51, 93.38], ('s_local', 'SGD'): [85.86, 62.03, 93.98],
+    ('three_fc', 'SGD'): [75.12, 50.75, 86.02], ('s_fc', 'SGD'): [78.63, 51.43, 91.80],
+    ('s_fc', 'beta-LASSO beta=0'): [82.45, 55.58, 93.80], ('s_fc', 'beta-LASSO beta=1'): [82.52, 55.96, 93.66],
+    ('s_fc', 'beta-LASSO beta=50'): [85.19, 59.56, 94.07]}  # C10, C100, SVHN
+DATASET_COLUMNS = ['cifar10', 'cifar100', 'svhn']
+
+
+def method(config):
+    return 'SGD' if config.get('beta') is None else f'beta-LASSO beta={config["beta"]:g}'
+
+
+# the cell of each experiment: runs in one cell (and one seed) compete in model selection
+CELLS = {
+    'table1': lambda c: (c['arch'], c['dataset'], c['epochs']),
+    'table2': lambda c: (c['arch'], method(c), c['dataset']),
+    'fig2': lambda c: (c['arch'], c['dataset'], c.get('width') or c['alpha']),
+    'permutation': lambda c: (c['arch'], method(c), c['dataset'], bool(c.get('permute_pixels'))),
+    'cpu-claim': lambda c: (c.get('train_size') or 50000 - c.get('val_size', 0), c['alpha'],
+                            'SGD' if c.get('beta') is None else 'beta-LASSO'),
+}
+
+
+def read_runs(experiment):
+    """Every finished run of an experiment: (config, summary, run_dir)."""
+    folder = os.path.join(RUNS, experiment)
+    runs = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        run_dir = os.path.join(folder, name)
+        if is_done(run_dir):
+            runs.append((json.load(open(os.path.join(run_dir, 'config.json'))),
+                         json.load(open(os.path.join(run_dir, 'summary.json'))), run_dir))
+    return runs
+
+
+def select(experiment, runs):
+    """Model selection as the paper: per cell and seed, the run with the best validation accuracy
+    (its test accuracy at that epoch). Returns {cell: [selected (config, summary, run_dir) per seed]}."""
+    by_seed = {}
+    for config, summary, run_dir in runs:
+        by_seed.setdefault((CELLS[experiment](config), config['seed']), []).append((config, summary, run_dir))
+    cells = {}
+    for (cell, _), candidates in sorted(by_seed.items(), key=lambda item: str(item[0])):
+        best = max(candidates, key=lambda r: r[1]['best_val_acc'] if r[1].get('best_val_acc') is not None
+                   else r[1]['final_test_acc'])  # no validation split: the last epoch, said in the table
+        cells.setdefault(cell, []).append(best)
+    return cells
+
+
+def accuracy(summary):
+    selected = summary.get('selected_test_acc')
+    return 100 * (selected if selected is not None else summary['final_test_acc'])
+
+
+def cell_text(selected, runs):
+    """'mean ± std (n runs, s seeds)' of a cell's selected runs."""
+    if not selected:
+        return '—'
+    accs = [accuracy(summary) for _, summary, _ in selected]
+    spread = f' ± {np.std(accs, ddof=1):.2f}' if len(accs) > 1 else ''
+    return f'{np.mean(accs):.2f}{spread} ({runs} runs, {len(accs)} seed{"s" * (len(accs) > 1)})'
+
+
+def report(experiment, out_dir):
+    """Markdown tables laid out as the paper's, ours beside the paper's; figures as PNG."""
+    runs = read_runs(experiment)
+    if not runs:
+        raise SystemExit(f'error: no finished runs under {os.path.join(RUNS, experiment)}; '
+                         f'start them with: python reproduce.py run {experiment}')
+    cells = select(experiment, runs)
+    counts = {}  # runs per cell, all seeds
+    for config, _, _ in runs:
+        cell = CELLS[experiment](config)
+        counts[cell] = counts.get(cell, 0) + 1
+    lines = [f'## {experiment}: {len(runs)} finished runs, runs/{experiment}', '',
+             'Test accuracy (%) of the run with the best validation accuracy in each cell, at its best '
+             'validation epoch (the last epoch where a run had no validation split); mean ± std over '
+             'seeds; the paper\'s figure in brackets.', '']
+    if experiment == 'table1':
+        epochs = sorted({cell[2] for cell in cells})
+        columns = [(d, e) for d in DATASET_COLUMNS for e in epochs]
+        lines += ['| model | ' + ' | '.join(f'{d} {e} ep.' for d, e in columns) + ' |',
+                  '|---' * (len(columns) + 1) + '|']
+        for arch in ARCHS:
+            row = []
+            for d, e in columns:
+                long = len(epochs) > 1 and e == max(epochs)  # the 4000-epoch column (30 at --scale cpu)
+                paper = PAPER_TABLE1[arch][DATASET_COLUMNS.index(d) * 2 + long]
+                row.append(f'{cell_text(cells.get((arch, d, e)), counts.get((arch, d, e), 0))} [{paper}]')
+            lines.append(f'| {arch} | ' + ' | '.join(row) + ' |')
+    elif experiment == 'table2':
+        lines += ['| model | method | ' + ' | '.join(DATASET_COLUMNS) + ' |', '|---|---|---|---|---|']
+        for (arch, row_method), paper in PAPER_TABLE2.items():
+            row = [f'{cell_text(cells.get((arch, row_method, d)), counts.get((arch, row_method, d), 0))} [{p}]'
+                   for d, p in zip(DATASET_COLUMNS, paper)]
+            lines.append(f'| {arch} | {row_method} | ' + ' | '.join(row) + ' |')
+        fig3(cells, out_dir)
+        lines += ['', 'Fig. 3: fig3.png (non-zeros per layer of the selected beta-LASSO beta=50 S-FC run).']
+    elif experiment == 'fig2':
+        lines += ['| model | dataset | alpha (3-FC: width) | parameters | test acc. |', '|---|---|---|---|---|']
+        points = {}
+        for (arch, dataset, knob), selected in sorted(cells.items()):
+            params = selected[0][1]['weights_total']
+            points.setdefault((arch, dataset), []).append((params, np.mean([accuracy(s) for _, s, _ in selected])))
+            lines.append(f'| {arch} | {dataset} | {knob} | {params:,} | {cell_text(selected, counts[(arch, dataset, knob)])} |')
+        fig2_png(points, out_dir)
+        lines += ['', 'Fig. 2: fig2.png (test accuracy against the number of weights).']
+    else:
+        lines += ['| cell | selected run | test acc. | layer-1 non-zeros | locality |', '|---|---|---|---|---|']
+        for cell, selected in cells.items():
+            _, summary, run_dir = selected[0]
+            first = next(iter(summary['layers'].values()))
+            locality = summary.get('locality_score')
+            lines.append(f'| {" / ".join(map(str, cell))} | {os.path.basename(run_dir)} | {cell_text(selected, counts[cell])} '
+                         f'| {first["nonzero"]:,} of {first["size"]:,} | {"n/a" if locality is None else f"{locality:.2f}"} |')
+    text = '\n'.join(lines) + '\n'
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'report.md'), 'w') as f:
+        f.write(text)
+    return text
+
+
+def fig2_png(points, out_dir):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (arch, dataset), xy in sorted(points.items()):
+        xy = sorted(xy)
+        ax.plot([p for p, _ in xy], [a for _, a in xy], marker='o', label=f'{arch} ({dataset})')
+    ax.set(xscale='log', xlabel='number of weights', ylabel='test accuracy (%)', title='Fig. 2')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, 'fig2.png'), dpi=100)
+    plt.close(fig)
+
+
+def fig3(cells, out_dir):
+    """The selected beta=50 S-FC run's non-zeros per layer over epochs (report.save_curves)."""
+    import report as run_report
+    import train
+    for (arch, row_method, dataset), selected in cells.items():
+        if arch == 's_fc' and row_method == 'beta-LASSO beta=50':
+            config, _, run_dir = selected[0]
+            metrics = [json.loads(line) for line in open(os.path.join(run_dir, 'metrics.jsonl'))]
+            run_report.save_curves(metrics, train.reference_sizes(config['alpha']),
+                                   os.path.join(out_dir, f'fig3-{dataset}.png' if dataset != 'cifar10' else 'fig3.png'))
+
+
+# ----------------------------------------------------------------------------- command line
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Run the paper's grids of train.py runs, and report them as its tables.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.error = lambda message: fail(message)
+    p.add_argument('action', choices=['run', 'report'], help='run the grid, or report the finished runs')
+    p.add_argument('experiment', choices=list(EXPERIMENTS), help='which table or figure')
+    p.add_argument('--scale', default='paper', choices=list(SCALES), help="paper's grid, or shrunk to fit a CPU")
+    p.add_argument('--dataset', default=None, help='only this dataset')
+    p.add_argument('--epochs', type=int, default=None, help='override every run\'s epochs')
+    p.add_argument('--alpha', type=int, default=None, help='override every run\'s alpha')
+    p.add_argument('--seeds', type=int, default=1, help='seeds 0..N-1 of every configuration')
+    p.add_argument('--data-dir', default=None, help='passed to train.py')
+    p.add_argument('--dry-run', action='store_true', help='print the commands (and the sbatch script) and their count')
+    p.add_argument('--launcher', default='local', choices=['local', 'slurm'], help='this machine, or a Slurm job array')
+    p.add_argument('--jobs', type=int, default=1, help='local: runs at once')
+    p.add_argument('--partition', default=None, help='slurm: partition')
+    p.add_argument('--gpus-per-run', type=int, default=1, help='slurm: GPUs per run')
+    p.add_argument('--cpus-per-run', type=int, default=8, help='slurm: CPU cores per run')
+    p.add_argument('--time', type=int, default=1440, help='slurm: minutes per job before it is requeued')
+    p.add_argument('--max-parallel', type=int, default=64, help='slurm: array tasks at once')
+    p.add_argument('--slurm-log-dir', default=os.path.join(RUNS, 'slurm'), help='slurm: submitit logs')
+    args = p.parse_args(argv)
+    for name in ('epochs', 'alpha', 'seeds', 'jobs', 'gpus_per_run', 'cpus_per_run', 'time', 'max_parallel'):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == 'gpus_per_run' else 1):
+            fail(f'--{name.replace("_", "-")} must be positive, got {value}')
+    if args.dataset and args.dataset not in DATASET_COLUMNS:
+        fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASET_COLUMNS)}")
+
+    if args.action == 'report':
+        print(report(args.experiment, os.path.join(RUNS, args.experiment)), end='')
+        print(f'written to {os.path.join(RUNS, args.experiment, "report.md")}')
+        return 0
+    runs = grid(args.experiment, args.scale, args.dataset, args.epochs, args.alpha, args.seeds)
+    todo = [(os.path.join(RUNS, args.experiment, run_name(run)), run) for run in runs]
+    done = [run_dir for run_dir, _ in todo if is_done(run_dir)]
+    todo = [(run_dir, run) for run_dir, run in todo if not is_done(run_dir)]
+    if args.dry_run:
+        for run_dir, run in todo:  # shown as typed in the project's folder
+            command = ['python', 'train.py'] + train_command(run, os.path.relpath(run_dir, ROOT), args.data_dir)[2:]
+            print(' '.join(command))
+        print(f'# {len(runs)} runs in {args.experiment} at --scale {args.scale}: {len(done)} done, {len(todo)} to run')
+        if args.launcher == 'slurm' and todo:
+            print(sbatch_script(args, len(todo)))
+        return 0
+    print(f'{args.experiment} at --scale {args.scale}: {len(runs)} runs, {len(done)} already done')
+    if not todo:
+        print(f'nothing to run; the report: python reproduce.py report {args.experiment}')
+        return 0
+    if args.launcher == 'slurm':
+        launch_slurm(todo, args)
+        return 0
+    return launch_local(todo, args.jobs, args.data_dir)
+
+
+def fail(message):
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

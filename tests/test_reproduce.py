@@ -1,0 +1,154 @@
+"""reproduce.py: a tiny grid end to end with the local launcher, its report, the Slurm path through
+submitit's LocalExecutor (signalled, requeued, resumed), and the sbatch script as text."""
+import argparse
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import data
+import reproduce
+import train
+from fixtures import make_cifar10, md5
+
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    """A tiny CIFAR-10, extracted: train.py subprocesses read the folder without an MD5 check."""
+    directory = tmp_path_factory.mktemp('data')
+    archive = make_cifar10(str(directory), per_batch=40, test=40)
+    saved = data.DATASETS['cifar10']['md5']
+    data.DATASETS['cifar10']['md5'] = md5(archive)
+    try:
+        data.load('cifar10', str(directory))
+    finally:
+        data.DATASETS['cifar10']['md5'] = saved
+    os.remove(archive)
+    return str(directory)
+
+
+@pytest.fixture
+def tiny_experiment(tmp_path, monkeypatch):
+    """An experiment of 4 runs in 2 cells (SGD: two weight decays; beta-LASSO: two lambdas)."""
+    runs = [dict(arch='s_fc', dataset='cifar10', alpha=1, epochs=2, batch_size=40, val_size=40, weight_decay=wd) for wd in (0.0, 5e-4)]
+    runs += [dict(arch='s_fc', dataset='cifar10', alpha=1, epochs=2, batch_size=40, val_size=40, beta=50, lam_conv=lam) for lam in (1e-4, 1e-3)]
+    monkeypatch.setitem(reproduce.EXPERIMENTS, 'tiny', lambda scale: runs)
+    monkeypatch.setitem(reproduce.CELLS, 'tiny', lambda c: (c['arch'], reproduce.method(c)))
+    monkeypatch.setattr(reproduce, 'RUNS', str(tmp_path / 'runs'))
+    return runs
+
+
+def test_local_grid_then_report_then_nothing_to_do(tiny_experiment, data_dir, tmp_path, capsys):
+    assert reproduce.main(['run', 'tiny', '--jobs', '2', '--data-dir', data_dir]) == 0
+    folder = tmp_path / 'runs' / 'tiny'
+    names = sorted(os.listdir(folder))
+    assert len(names) == 4 and all((folder / n / 'summary.json').exists() for n in names)
+    capsys.readouterr()
+    assert reproduce.main(['report', 'tiny']) == 0
+    text = capsys.readouterr().out
+    assert (folder / 'report.md').read_text() in text
+    for cell in ('SGD', 'beta-LASSO beta=50'):
+        members = [n for n in names if ('-b50-' in n) == (cell != 'SGD')]
+        summaries = {n: json.load(open(folder / n / 'summary.json')) for n in members}
+        best = max(members, key=lambda n: summaries[n]['best_val_acc'])
+        row = next(line for line in text.splitlines() if line.startswith(f'| s_fc / {cell} |'))
+        assert f'| {best} |' in row and f'{100 * summaries[best]["selected_test_acc"]:.2f} (2 runs, 1 seed)' in row
+    mtimes = {n: os.path.getmtime(folder / n / 'summary.json') for n in names}
+    capsys.readouterr()
+    assert reproduce.main(['run', 'tiny', '--jobs', '2', '--data-dir', data_dir]) == 0
+    assert 'nothing to run' in capsys.readouterr().out
+    assert mtimes == {n: os.path.getmtime(folder / n / 'summary.json') for n in names}
+
+
+def test_an_interrupted_run_is_resumed_by_the_next_command(tiny_experiment, data_dir, tmp_path, monkeypatch):
+    run = tiny_experiment[0]
+    run_dir = str(tmp_path / 'runs' / 'tiny' / reproduce.run_name(run))
+    command = reproduce.train_command(run, run_dir, data_dir)
+    assert '--resume' not in command
+    os.makedirs(run_dir)
+    open(os.path.join(run_dir, 'checkpoint.npz'), 'wb').close()
+    assert reproduce.train_command(run, run_dir, data_dir)[2:] == ['--resume', run_dir, '--quiet']
+
+
+def test_dry_run_lists_commands_and_their_count(capsys):
+    assert reproduce.main(['run', 'table2', '--dry-run']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith('# 345 runs in table2 at --scale paper')  # 4 archs x 10 SGD + 75 beta-LASSO, x 3 datasets
+    assert sum(line.startswith('python train.py') for line in out) == 345
+    blasso = [line for line in out if '--beta' in line]
+    assert len(blasso) == 225 and all('--epochs 4000' in line and '--alpha 150' in line for line in blasso)
+    assert reproduce.main(['run', 'table1', '--dry-run', '--scale', 'cpu', '--seeds', '2', '--epochs', '3']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith('# 14 runs in table1 at --scale cpu')  # 7 archs x 1 epoch setting x 2 seeds
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(['run', 'table9'])
+    assert e.value.code == 2 and "invalid choice: 'table9'" in capsys.readouterr().err
+
+
+def test_fig2_sizes_follow_the_parameter_counts():
+    import models
+    for arch in reproduce.FIG2_ARCHS:
+        for size in (2 ** 15, 2 ** 18, 2 ** 21):
+            k = reproduce.size_to_width(arch, size)
+            model = models.build(arch, 1, width=k) if arch == 'three_fc' else models.build(arch, k)
+            count = model.num_params()
+            assert size / 2 < count < size * 2, (arch, size, k, count)
+
+
+def test_sbatch_script_of_a_grid():
+    pytest.importorskip('submitit')
+    args = argparse.Namespace(
+        experiment='table2', partition='gpu', time=90, gpus_per_run=2, cpus_per_run=8, max_parallel=4,
+        slurm_log_dir='/tmp/logs')
+    text = reproduce.sbatch_script(args, 12)
+    for line in ('#SBATCH --array=0-11%4', '#SBATCH --gpus-per-node=2', '#SBATCH --time=90',
+                 '#SBATCH --signal=USR2@120', '#SBATCH --partition=gpu', '#SBATCH --job-name=blasso-table2'):
+        assert line in text.splitlines(), line
+
+
+def children(pid):
+    """The pids whose parent is pid (Linux /proc)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        try:
+            if entry.isdigit() and int(open(f'/proc/{entry}/stat').read().rsplit(')', 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            pass
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='finds the job process through /proc')
+def test_slurm_path_signalled_requeued_resumed(data_dir, tmp_path):
+    """The Slurm path without Slurm: submitit's LocalExecutor runs the job. Mid-run (after epoch 2)
+    the job gets USR2, as submitit's local controller sends at a time limit and Slurm before one
+    (sent by the test at a chosen point, so the check does not hang on the machine's speed): the
+    run checkpoints, the job is requeued and resumes, and it ends where an uninterrupted run ends."""
+    submitit = pytest.importorskip('submitit')
+    flags = dict(arch='s_fc', dataset='cifar10', alpha=1, epochs=6, batch_size=40, augment='none', seed=3)
+    executor = submitit.LocalExecutor(folder=str(tmp_path / 'logs'))
+    executor.update_parameters(timeout_min=3)  # the safety net; the signal below comes first
+    run_dir = str(tmp_path / 'runs' / 'one')
+    args = argparse.Namespace(data_dir=data_dir, slurm_log_dir=str(tmp_path / 'logs'), experiment='one')
+    (job,) = reproduce.launch_slurm([(run_dir, flags)], args, executor=executor)
+    metrics = os.path.join(run_dir, 'metrics.jsonl')
+    deadline = time.time() + 120
+    while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 2) and time.time() < deadline:
+        time.sleep(0.05)
+    (task,) = children(int(job.job_id))  # the job's Python process, the controller's one task
+    os.kill(task, signal.SIGUSR2)
+    assert job.result() == run_dir
+    log = open(os.path.join(run_dir, 'train.log')).read()
+    assert log.count('interrupted (SIGUSR2)') == 1 and 'resuming at epoch' in log, log[-2000:]
+    whole = str(tmp_path / 'whole')
+    assert train.main(['--data-dir', data_dir, '--out', whole, '--quiet'] +
+                      [f'--{k.replace("_", "-")}={v}' for k, v in flags.items()]) == 0
+    a, b = np.load(os.path.join(whole, 'checkpoint.npz')), np.load(os.path.join(run_dir, 'checkpoint.npz'))
+    assert all(np.array_equal(a[k], b[k]) for k in a.files if k.startswith(('param/', 'buffer/')))
+    timeless = lambda path: [{k: v for k, v in json.loads(line).items() if k not in ('seconds', 'images_per_s')}  # noqa: E731
+                             for line in open(os.path.join(path, 'metrics.jsonl'))]
+    assert timeless(whole) == timeless(run_dir) and len(timeless(run_dir)) == 6
