@@ -56,7 +56,7 @@ def largest_layer(model, batch):
     """The operand shapes of the forward product of the layer with the most multiply-adds."""
     import models
     best, shapes = 0, None
-    for layer in model.layers:
+    for layer in models.leaves(model.layers):
         if isinstance(layer, models.Linear):
             macs, s = layer.W.size, ((batch, layer.W.shape[0]), layer.W.shape)
         elif isinstance(layer, models.Conv2d):

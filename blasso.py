@@ -5,7 +5,7 @@ Updates modify each parameter in place: layers hold references to their arrays, 
 """
 import numpy as np
 
-from models import get_array_module
+from models import get_array_module, leaves
 
 # Arrays are updated in flat pieces of this many elements: on the CPU a piece and its few
 # temporaries stay in cache, and no step allocates a weight-sized temporary on either backend.
@@ -61,10 +61,10 @@ def sgd_step(params, lr, momentum, weight_decay, velocity):
 def param_groups(model, lam_conv, lam_fc, verbose=True):
     """(param, grad, lam) for every trainable array of model, for blasso_step.
     lam_conv for the weights of the convolution-like layers (the first layer of the S-* nets,
-    the eight conv-equivalent layers of the D-* nets), lam_fc for the other weight matrices, and
+    the eight conv-equivalent layers of the D-* nets, every convolution of ResNet18), lam_fc for the other weight matrices, and
     0 for biases and batch-norm parameters: neither penalised nor thresholded."""
     groups, sizes = [], {'conv-like': 0, 'fc': 0, 'unpenalised': 0}
-    for layer in model.layers:
+    for layer in leaves(model.layers):
         for name, p, g in layer.params():
             if p.ndim < 2:
                 kind, lam = 'unpenalised', 0.0

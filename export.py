@@ -111,7 +111,8 @@ def load(path):
 def build(config, dense, csr, buffers, xp=np):
     """The trained model, dense: the architecture of config with the stored weights."""
     model = models.build(config['arch'], config['alpha'], num_classes=data.DATASETS[config['dataset']]['num_classes'],
-                         width=config.get('width'), dropout=config.get('dropout', 0.0))
+                         width=config.get('width'), dropout=config.get('dropout', 0.0),
+                         kernel_size=config.get('kernel_size', 3))
     weights = {**dense, **{name: from_csr(*parts) for name, parts in csr.items()}}
     for name, p, _ in model.params():
         if name not in weights or weights[name].shape != p.shape:

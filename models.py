@@ -36,9 +36,18 @@ def gpu_available():
         return False
 
 
+def leaves(layers):
+    """Every layer that holds arrays, in order, looking inside residual blocks."""
+    for layer in layers:
+        if hasattr(layer, 'children'):
+            yield from leaves(layer.children())
+        else:
+            yield layer
+
+
 def to_device(model, xp):
     """Move every float array a layer holds (weights, gradient buffers, BN statistics) to xp."""
-    for layer in model.layers:
+    for layer in leaves(model.layers):
         for key, value in vars(layer).items():
             if isinstance(value, np.ndarray) and value.dtype.kind == 'f':
                 setattr(layer, key, xp.asarray(value))
@@ -367,6 +376,65 @@ class Dropout:
         return f'Dropout({self.p})'
 
 
+class Residual:
+    """ResNet's basic block (He et al. 2016): out = relu(branch(x) + shortcut(x)), the branch
+    conv-BN-ReLU-conv-BN with k x k kernels, the shortcut the identity or, where the shape
+    changes, a 1x1 stride-s convolution and BN. x: (N, H, W, C) -> (N, H', W', F), H' = H / s.
+    """
+
+    def __init__(self, c_in, c_out, stride, k, rng, dtype=np.float32):
+        self.branch = Sequential([Conv2d(c_in, c_out, k, stride, k // 2, rng, dtype=dtype), BatchNorm(c_out, dtype=dtype),
+                                  ReLU(), Conv2d(c_out, c_out, k, 1, k // 2, rng, dtype=dtype), BatchNorm(c_out, dtype=dtype)])
+        self.shortcut = None if stride == 1 and c_in == c_out else Sequential(
+            [Conv2d(c_in, c_out, 1, stride, 0, rng, dtype=dtype), BatchNorm(c_out, dtype=dtype)])
+        self.relu = ReLU()
+
+    def forward(self, x, train=True):
+        out = self.branch.forward(x, train)
+        out += self.shortcut.forward(x, train) if self.shortcut else x
+        return self.relu.forward(out, train)
+
+    def backward(self, dout):
+        dsum = self.relu.backward(dout)  # reaches both paths unchanged
+        dx = self.branch.backward(dsum)
+        dx += self.shortcut.backward(dsum) if self.shortcut else dsum  # where x split, its gradients add
+        return dx
+
+    def children(self):
+        return self.branch.layers + (self.shortcut.layers if self.shortcut else [])
+
+    def params(self):
+        for prefix, path in (('branch', self.branch), ('shortcut', self.shortcut)):
+            for name, p, g in path.params() if path else ():
+                yield f'{prefix}.{name}', p, g
+
+    def buffers(self):
+        for prefix, path in (('branch', self.branch), ('shortcut', self.shortcut)):
+            for name, b in path.buffers() if path else ():
+                yield f'{prefix}.{name}', b
+
+    def __repr__(self):
+        return f'Residual({self.branch.layers[0]!r} -> {self.branch.layers[3]!r}, shortcut={self.shortcut is not None})'
+
+
+class GlobalAvgPool:
+    """x: (N, H, W, C) -> (N, C), the mean over positions."""
+
+    def forward(self, x, train=True):
+        self.shape = x.shape
+        return x.mean(axis=(1, 2))
+
+    def backward(self, dout):
+        n, h, w, c = self.shape
+        return get_array_module(dout).broadcast_to((dout / (h * w))[:, None, None, :], self.shape).copy()
+
+    def params(self):
+        return ()
+
+    def __repr__(self):
+        return 'GlobalAvgPool()'
+
+
 def softmax_cross_entropy(logits, y):
     """logits: (N, K), y: (N,) ints -> (mean loss as a 0-d array, dlogits (N, K))."""
     xp = get_array_module(logits)
@@ -427,7 +495,7 @@ def macs_per_image(model, in_channels=3, image_size=32):
     xp = get_array_module(model.layers[-1].W)
     model.forward(xp.zeros((1, in_channels, image_size, image_size), model.layers[-1].W.dtype), train=False)
     total = 0
-    for layer in model.layers:
+    for layer in leaves(model.layers):
         if isinstance(layer, Conv2d):  # each weight is used at every output position
             total += layer.W.size * layer.cols.shape[1] * layer.cols.shape[2]
         elif isinstance(layer, (Linear, Local2d)):  # each weight is used once
@@ -542,6 +610,23 @@ def three_fc(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, drop
     return Sequential([Flatten()] + first + _head(width, width, num_classes, rng, dropout, seed, dtype))
 
 
+def resnet18(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, dropout=0.0, seed=0,
+             dtype=np.float32, kernel_size=3):
+    """ResNet18 (App. A.1): the ImageNet ResNet18 (He et al. 2016) with a 3x3 first convolution
+    and no max-pooling, alpha the base width (64 in the original), every 3x3 convolution (the
+    first one too) k x k with padding k // 2 (Fig. 5). Stages of 2 blocks at alpha, 2, 4, 8 alpha,
+    the last three starting with stride 2; global average pooling; FC(num_classes).
+    At alpha 64, k 3, 10 classes: 11,173,962 parameters (BN and the last bias included)."""
+    k = kernel_size
+    layers = [ChannelsLast(), Conv2d(in_channels, alpha, k, 1, k // 2, rng, dtype=dtype), BatchNorm(alpha, dtype=dtype), ReLU()]
+    c = alpha
+    for mult, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
+        layers += [Residual(c, mult * alpha, stride, k, rng, dtype), Residual(mult * alpha, mult * alpha, 1, k, rng, dtype)]
+        c = mult * alpha
+    return Sequential(layers + [GlobalAvgPool()] + ([Dropout(dropout, seed)] if dropout else [])
+                      + [Linear(c, num_classes, rng, dtype=dtype)])
+
+
 def s_fc_num_weights(alpha, num_classes=10, image_size=32, in_channels=3):
     """S-FC's weight count, 6s²α² + (3s⁴/4 + 24c)α at s = 32, without building it."""
     units = alpha * conv_out_size(image_size, 9, 2, 4) ** 2
@@ -549,11 +634,11 @@ def s_fc_num_weights(alpha, num_classes=10, image_size=32, in_channels=3):
 
 
 ARCHS = {'d_conv': d_conv, 'd_local': d_local, 'd_fc': d_fc,
-         's_conv': s_conv, 's_local': s_local, 's_fc': s_fc, 'three_fc': three_fc}
+         's_conv': s_conv, 's_local': s_local, 's_fc': s_fc, 'three_fc': three_fc, 'resnet18': resnet18}
 
 
 def build(arch, alpha, num_classes=10, image_size=32, in_channels=3, seed=0, width=None,
-          dtype='float32', dropout=0.0):
+          dtype='float32', dropout=0.0, kernel_size=3):
     """The one entry point: a NumPy model of `arch` at base width `alpha` (move it with to_device).
     Returns a Sequential with forward(x (N, C, H, W)) -> logits, backward, params, num_params."""
     if arch not in ARCHS:
@@ -564,9 +649,13 @@ def build(arch, alpha, num_classes=10, image_size=32, in_channels=3, seed=0, wid
         raise ValueError(f'width must be a positive integer, got {width!r}')
     if not 0 <= dropout < 1:
         raise ValueError(f'dropout must be in [0, 1), got {dropout!r}')
+    if not isinstance(kernel_size, (int, np.integer)) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f'kernel_size must be an odd positive integer, got {kernel_size!r}')
     rng = np.random.default_rng(seed)
     kwargs = dict(num_classes=num_classes, image_size=image_size, in_channels=in_channels, rng=rng,
                   dropout=dropout, seed=seed, dtype=np.dtype(dtype))
     if arch == 'three_fc':
         return three_fc(int(alpha), width=width, **kwargs)
+    if arch == 'resnet18':
+        return resnet18(int(alpha), kernel_size=int(kernel_size), **kwargs)
     return ARCHS[arch](int(alpha), **kwargs)

@@ -11,11 +11,36 @@ def to_numpy(a):
     return a.get() if hasattr(a, 'get') else np.asarray(a)  # sync point for CuPy arrays
 
 
+def first_layer(model):
+    return next(l for l in model.layers if isinstance(l, (models.Linear, models.Conv2d, models.Local2d)))
+
+
+def kernel_rings(model):
+    """For each conv layer with k > 1: the share of its weights still non-zero at each distance
+    from the kernel's centre (max(|dy|, |dx|) = 0, 1, ..., k // 2). Under beta-LASSO, a large
+    kernel that keeps its centre and loses its rim has learned to be a smaller one (Fig. 5)."""
+    convs = []  # (parameter name, layer), named as model.params() names them
+    for i, layer in enumerate(model.layers):
+        convs += [(f'{i}.W', layer)] if isinstance(layer, models.Conv2d) else []
+        for path in ('branch', 'shortcut'):  # inside a residual block
+            inner = getattr(layer, path, None)
+            convs += [(f'{i}.{path}.{j}.W', l) for j, l in enumerate(inner.layers if inner else [])
+                      if isinstance(l, models.Conv2d)]
+    rings = {}
+    for name, layer in convs:
+        k = layer.k
+        if k > 1:
+            kept = to_numpy(layer.W).reshape(k, k, -1) != 0  # rows in (k, k, C) order
+            radius = np.maximum(*np.abs(np.mgrid[:k, :k] - k // 2))  # (k, k)
+            rings[name] = [float(kept[radius == r].mean()) for r in range(k // 2 + 1)]
+    return rings
+
+
 def first_layer_maps(model, image_size, in_channels):
     """Each first-layer unit's incoming weights as a map on the input grid: (U, C, H, W).
     FC: a column of W reshaped; LOCAL: each position's filter drawn where it looks on the
     image; CONV: its k x k kernels (the same at every position). The first weight layer only."""
-    layer = next(l for l in model.layers if isinstance(l, (models.Linear, models.Conv2d, models.Local2d)))
+    layer = first_layer(model)
     c, s = in_channels, image_size
     W = to_numpy(layer.W)
     if isinstance(layer, models.Linear):  # W: (C*H*W, U), inputs flattened as (C, H, W)

@@ -35,7 +35,8 @@ SCALES = {
         datasets=['cifar10', 'cifar100', 'svhn'], s_alpha=150, d_alpha=15, epochs=(400, 4000), table2_epochs=4000,
         sgd=[dict(momentum=m, weight_decay=wd) for m in (0.0, 0.9) for wd in (0.0, 1e-4, 2e-4, 5e-4, 1e-3)],
         lam_conv=[1e-6, 2e-6, 5e-6, 1e-5, 2e-5], lam_fc=[1e-6, 2e-6, 5e-6, 1e-5, 2e-5],
-        fig2_sizes=[2 ** k for k in range(15, 31)], val_size=5000),
+        fig2_sizes=[2 ** k for k in range(15, 31)], val_size=5000,
+        resnet_alpha=64, fig5_kernels=[3, 5, 7, 9, 11, 13, 15]),
     'cpu': dict(  # the same grids shrunk to fit 2 cores in hours, not GPU-months:
         datasets=['cifar10'],  # 3 datasets -> CIFAR-10
         s_alpha=4, d_alpha=2,  # alpha 150 / 15 -> 4 / 2 (S-FC: 256M -> 3.2M weights)
@@ -43,10 +44,11 @@ SCALES = {
         sgd=[dict(momentum=0.9, weight_decay=5e-4)],  # 10 SGD settings -> the usual one
         lam_conv=[2e-5, 5e-5], lam_fc=[2e-6, 5e-6],  # 5 x 5 lambdas -> 2 x 2, at the top of the grid
         fig2_sizes=[2 ** k for k in range(15, 22)],  # 2^15 .. 2^30 parameters -> 2^15 .. 2^21
-        val_size=5000),
+        val_size=5000,
+        resnet_alpha=8, fig5_kernels=[3, 9]),  # ResNet18 at alpha 64 -> 8; kernel sizes 3..15 -> 3 and 9
 }
 ARCHS = ['d_conv', 'd_local', 'd_fc', 's_conv', 's_local', 's_fc', 'three_fc']  # Table 1's rows
-FIG2_ARCHS = ['d_conv', 's_conv', 'three_fc']  # Fig. 2 (and ResNet18, not built yet)
+FIG2_ARCHS = ['resnet18', 'd_conv', 's_conv', 'three_fc']  # Fig. 2
 
 
 def table1(s):
@@ -75,6 +77,14 @@ def fig2(s):
     return unique(runs)
 
 
+def fig5(s):
+    """Fig. 5: ResNet18 with k x k kernels, SGD's grid against beta-LASSO's (beta 50, lambda grid)."""
+    sgd = [dict(**opt) for opt in s['sgd']]
+    blasso = [dict(beta=50, lam_conv=lc, lam_fc=lf) for lc in s['lam_conv'] for lf in s['lam_fc']]
+    return [dict(arch='resnet18', dataset=dataset, kernel_size=k, epochs=s['epochs'][0], **opt)
+            for dataset in s['datasets'] for k in s['fig5_kernels'] for opt in sgd + blasso]
+
+
 def permutation(s):
     """A fixed pixel permutation changes nothing for S-FC and takes S-CONV's prior away (§4)."""
     return [dict(arch=arch, dataset='cifar10', epochs=s['epochs'][0], permute_pixels=permute, **opt)
@@ -92,7 +102,8 @@ def cpu_claim(s):
             for n in (5000, 10000, 50000) for alpha in (4, 8) for method in methods]
 
 
-EXPERIMENTS = {'table1': table1, 'table2': table2, 'fig2': fig2, 'permutation': permutation, 'cpu-claim': cpu_claim}
+EXPERIMENTS = {'table1': table1, 'table2': table2, 'fig2': fig2, 'fig5': fig5, 'permutation': permutation,
+               'cpu-claim': cpu_claim}
 
 
 def size_to_width(arch, size):
@@ -129,7 +140,8 @@ def grid(experiment, scale, dataset=None, epochs=None, alpha=None, seeds=1):
     for run in EXPERIMENTS[experiment](s):
         run = dict(run)
         if 'alpha' not in run and 'width' not in run:  # 3-FC's width, where given, sets its size alone
-            run['alpha'] = s['d_alpha'] if run['arch'].startswith('d_') else s['s_alpha']
+            run['alpha'] = (s['d_alpha'] if run['arch'].startswith('d_') else s['resnet_alpha']
+                            if run['arch'] == 'resnet18' else s['s_alpha'])
         run.setdefault('val_size', s['val_size'])
         if dataset:
             run['dataset'] = dataset
@@ -142,7 +154,7 @@ def grid(experiment, scale, dataset=None, epochs=None, alpha=None, seeds=1):
 
 
 # the order and short labels of the flags in a run's directory name
-NAME_PARTS = [('arch', ''), ('dataset', ''), ('alpha', 'a'), ('width', 'w'), ('epochs', 'e'), ('batch_size', 'bs'), ('train_size', 'n'),
+NAME_PARTS = [('arch', ''), ('dataset', ''), ('alpha', 'a'), ('width', 'w'), ('kernel_size', 'k'), ('epochs', 'e'), ('batch_size', 'bs'), ('train_size', 'n'),
               ('augment', 'aug-'), ('permute_pixels', 'perm'), ('lr', 'lr'), ('momentum', 'm'),
               ('weight_decay', 'wd'), ('beta', 'b'), ('lam_conv', 'lc'), ('lam_fc', 'lf'), ('val_size', 'v'),
               ('seed', 's')]
@@ -295,6 +307,13 @@ PAPER_TABLE2 = {
     ('three_fc', 'SGD'): [75.12, 50.75, 86.02], ('s_fc', 'SGD'): [78.63, 51.43, 91.80],
     ('s_fc', 'beta-LASSO beta=0'): [82.45, 55.58, 93.80], ('s_fc', 'beta-LASSO beta=1'): [82.52, 55.96, 93.66],
     ('s_fc', 'beta-LASSO beta=50'): [85.19, 59.56, 94.07]}  # C10, C100, SVHN
+PAPER_FIG5 = {  # read off the paper's Fig. 5 (digitised): test accuracy at k = 3, 5, ..., 15
+    ('cifar10', 'beta-LASSO'): [95.9, 95.0, 94.5, 93.6, 93.4, 92.8, 92.4],
+    ('cifar10', 'SGD'): [95.7, 94.4, 93.1, 92.6, 91.3, 91.0, 90.9],
+    ('cifar100', 'beta-LASSO'): [78.8, 75.8, 75.4, 74.1, 73.5, 73.1, 72.7],
+    ('cifar100', 'SGD'): [78.0, 74.9, 73.4, 71.3, 69.0, 69.6, 67.4],
+    ('svhn', 'beta-LASSO'): [97.08, 96.95, 96.90, 96.91, 96.75, 96.76, 96.73],
+    ('svhn', 'SGD'): [97.01, 96.87, 96.88, 96.68, 96.59, 96.54, 96.65]}
 DATASET_COLUMNS = ['cifar10', 'cifar100', 'svhn']
 
 
@@ -307,6 +326,7 @@ CELLS = {
     'table1': lambda c: (c['arch'], c['dataset'], c['epochs']),
     'table2': lambda c: (c['arch'], method(c), c['dataset']),
     'fig2': lambda c: (c['arch'], c['dataset'], c.get('width') or c['alpha']),
+    'fig5': lambda c: (c['dataset'], 'SGD' if c.get('beta') is None else 'beta-LASSO', c.get('kernel_size', 3)),
     'permutation': lambda c: (c['arch'], method(c), c['dataset'], bool(c.get('permute_pixels'))),
     'cpu-claim': lambda c: (c.get('train_size') or 50000 - c.get('val_size', 0), c['alpha'],
                             'SGD' if c.get('beta') is None else 'beta-LASSO'),
@@ -397,6 +417,18 @@ def report(experiment, out_dir):
             lines.append(f'| {arch} | {dataset} | {knob} | {params:,} | {cell_text(selected, counts[(arch, dataset, knob)])} |')
         fig2_png(points, out_dir)
         lines += ['', 'Fig. 2: fig2.png (test accuracy against the number of weights).']
+    elif experiment == 'fig5':
+        kernels = sorted({cell[2] for cell in cells})
+        lines += ['| dataset | method | ' + ' | '.join(f'k = {k}' for k in kernels) + ' |', '|---' * (len(kernels) + 2) + '|']
+        for dataset in DATASET_COLUMNS:
+            for name in ('SGD', 'beta-LASSO'):
+                if any((dataset, name, k) in cells for k in kernels):
+                    paper = dict(zip(range(3, 16, 2), PAPER_FIG5[(dataset, name)]))
+                    lines.append(f'| {dataset} | {name} | ' + ' | '.join(
+                        f'{cell_text(cells.get((dataset, name, k)), counts.get((dataset, name, k), 0))} [{paper[k]}]'
+                        for k in kernels) + ' |')
+        fig5_png(cells, out_dir)
+        lines += ['', 'Fig. 5: fig5.png (test accuracy against kernel size; the paper\'s points dashed).']
     else:
         lines += ['| cell | selected run | test acc. | layer-1 non-zeros | locality |', '|---|---|---|---|---|']
         for cell, selected in cells.items():
@@ -424,6 +456,24 @@ def fig2_png(points, out_dir):
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, 'fig2.png'), dpi=100)
+    plt.close(fig)
+
+
+def fig5_png(cells, out_dir):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (dataset, name), paper in PAPER_FIG5.items():
+        ours = sorted((k, np.mean([accuracy(s) for _, s, _ in selected]))
+                      for (d, n, k), selected in cells.items() if (d, n) == (dataset, name))
+        if ours:
+            line, = ax.plot(*zip(*ours), marker='o', label=f'{dataset} {name} (ours)')
+            ax.plot(range(3, 16, 2), paper, linestyle='--', color=line.get_color(), label=f'{dataset} {name} (paper)')
+    ax.set(xlabel='kernel size k', ylabel='test accuracy (%)', title='Fig. 5: ResNet18')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, 'fig5.png'), dpi=100)
     plt.close(fig)
 
 

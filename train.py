@@ -26,6 +26,7 @@ import models
 import report
 
 S_ALPHA, D_ALPHA = 150, 15  # Table 1: the FC nets near 256M weights
+RESNET_ALPHA = 64  # ResNet18's own base width
 INTERRUPTED = 130  # the exit status of a run stopped by a signal after writing its checkpoint: resume it
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
@@ -50,8 +51,10 @@ def parse_args(argv):
                    help='one fixed seeded pixel permutation for train and test')
     # model
     p.add_argument('--arch', default='s_fc', help=f"one of {', '.join(models.ARCHS)}")
-    p.add_argument('--alpha', type=int, default=None, help=f'base channels (default {S_ALPHA} for S-* and 3-FC, {D_ALPHA} for D-*)')
+    p.add_argument('--alpha', type=int, default=None,
+                   help=f'base channels (default {S_ALPHA} for S-* and 3-FC, {D_ALPHA} for D-*, {RESNET_ALPHA} for ResNet18)')
     p.add_argument('--width', type=int, default=None, help="3-FC's hidden width (default: as many weights as S-FC)")
+    p.add_argument('--kernel-size', type=int, default=3, help="ResNet18's kernel size, 3, 5, ..., 15 (Fig. 5)")
     p.add_argument('--dropout', type=float, default=0.0, help='dropout on the inputs of the last two FC layers')
     # optimization
     p.add_argument('--epochs', type=int, default=400, help='epochs (Table 2 uses 4000)')
@@ -76,7 +79,8 @@ def parse_args(argv):
         fail(f"unknown arch {args.arch!r}; choose one of {', '.join(models.ARCHS)}")
     if args.dataset not in data.DATASETS:
         fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
-    args.alpha = args.alpha if args.alpha is not None else D_ALPHA if args.arch.startswith('d_') else S_ALPHA
+    if args.alpha is None:
+        args.alpha = D_ALPHA if args.arch.startswith('d_') else RESNET_ALPHA if args.arch == 'resnet18' else S_ALPHA
     check_ranges(args)
     optimizer = 'sgd' if args.beta is None else 'blasso'
     args.out = args.out or os.path.join('runs', f'{args.arch}-{optimizer}-a{args.alpha}')
@@ -89,6 +93,7 @@ RANGES = {
     'epochs': (lambda v: v > 0, 'positive'), 'batch_size': (lambda v: v > 0, 'positive'),
     'save_every': (lambda v: v > 0, 'positive'), 'val_size': (lambda v: v >= 0, '0 or more'),
     'train_size': (lambda v: v is None or v > 0, 'positive'), 'lr': (lambda v: v > 0, 'positive'),
+    'kernel_size': (lambda v: v > 0 and v % 2 == 1, 'odd and positive'),
     'beta': (lambda v: v is None or v >= 0, '0 or more'), 'lam_conv': (lambda v: v >= 0, '0 or more'),
     'lam_fc': (lambda v: v >= 0, '0 or more'), 'momentum': (lambda v: 0 <= v < 1, 'in [0, 1)'),
     'weight_decay': (lambda v: v >= 0, '0 or more'), 'dropout': (lambda v: 0 <= v < 1, 'in [0, 1)'),
@@ -200,7 +205,7 @@ def main(argv=None):
 
     # 4. model and optimizer groups
     model = models.build(args.arch, args.alpha, num_classes=spec['num_classes'], seed=args.seed,
-                         width=args.width, dropout=args.dropout)
+                         width=args.width, dropout=args.dropout, kernel_size=args.kernel_size)
     models.to_device(model, xp)
     print(model)
     if optimizer == 'blasso':
@@ -357,7 +362,11 @@ def summarize(args, model, metrics, num_train):
     sizes = {name: int(p.size) for name, p, _ in model.params() if p.ndim >= 2}
     layers = {name: dict(nonzero=final['nonzero'][name], size=size, share=final['nonzero'][name] / size)
               for name, size in sizes.items()}
+    for name, rings in report.kernel_rings(model).items():  # conv kernels: where in the k x k the weights stay
+        layers[name]['ring_share'] = rings
     maps = report.first_layer_maps(model, 32, 3)
+    # a convolution's first layer is local by construction: the score measures a learned locality
+    conv_first = isinstance(report.first_layer(model), models.Conv2d)
     n = model.num_params()
     nonzero_all = sum(int(models.get_array_module(p).count_nonzero(p)) for _, p, _ in model.params())
     bits = report.description_length(nonzero_all, n)
@@ -371,7 +380,7 @@ def summarize(args, model, metrics, num_train):
         best_test_acc_chosen_on_test=max(m['test_acc'] for m in metrics),  # optimistic: picked on the test set
         layers=layers, nonzero_total=final['nonzero']['total'], weights_total=sum(sizes.values()),
         reference_sizes=reference_sizes(args.alpha),
-        locality_score=report.locality_score(maps),
+        locality_score=None if conv_first else report.locality_score(maps),
         description_length_bits=bits, mdl_gap_bound=report.mdl_gap_bound(bits, n, num_train),
         seconds=sum(m['seconds'] for m in metrics))
     with open(os.path.join(args.out, 'summary.json'), 'w') as f:
@@ -382,11 +391,13 @@ def summarize(args, model, metrics, num_train):
           (f', at the epoch of best validation accuracy ({selected["epoch"]}) {100 * selected["test_acc"]:.2f}%'
            if selected else f', best over epochs (chosen on the test set) {100 * summary["best_test_acc_chosen_on_test"]:.2f}%'))
     for name, layer in layers.items():
-        print(f'  layer {name:6s} non-zero {layer["nonzero"]:>12,} of {layer["size"]:>12,} ({100 * layer["share"]:.2f}%)')
+        rings = layer.get('ring_share')
+        print(f'  layer {name:18s} non-zero {layer["nonzero"]:>12,} of {layer["size"]:>12,} ({100 * layer["share"]:.2f}%)'
+              + (' by distance from the kernel centre: ' + ' '.join(f'{100 * r:.0f}%' for r in rings) if rings else ''))
     print('  reference: ' + ', '.join(f'{k} {v:,}' for k, v in summary['reference_sizes'].items()))
     locality = summary['locality_score']
-    print(f'  locality score of the first layer: {"n/a" if locality is None else f"{locality:.3f}"} '
-          f'(dense random ~0.1, S-LOCAL 1.0)')
+    print('  locality score of the first layer: ' + ('n/a: a convolution, local by construction' if conv_first else
+          f'{"n/a" if locality is None else f"{locality:.3f}"} (dense random ~0.1, S-LOCAL 1.0)'))
     print(f'  description length (Theorem 2): {bits:,.0f} bits; bound on the generalisation gap '
           f'{summary["mdl_gap_bound"]:.3g}')
     print(f'  written to {args.out}: config.json metrics.jsonl checkpoint.npz curves.png filters.png summary.json')

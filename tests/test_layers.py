@@ -92,6 +92,25 @@ def test_dropout_gradient_and_scale():
     assert layer.forward(x, train=False) is x  # identity in evaluation
 
 
+@pytest.mark.parametrize('c_in,c_out,stride', [(3, 3, 1), (2, 4, 2)], ids=['identity', 'projection'])
+def test_residual_block(c_in, c_out, stride):
+    """Both shortcuts: the gradients of the two paths add where x splits."""
+    rng = np.random.default_rng(0)
+    for k in (3, 5):
+        block = models.Residual(c_in, c_out, stride, k, rng, dtype=F64)
+        assert (block.shortcut is None) == (stride == 1 and c_in == c_out)
+        x = rng.standard_normal((3, 6, 6, c_in))
+        x[np.abs(x) < 0.05] += 0.1  # inputs away from the ReLU kink
+        check_layer(block, x, 1e-6)
+
+
+def test_global_avg_pool():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 5))
+    assert np.allclose(models.GlobalAvgPool().forward(x), x.mean(axis=(1, 2)))
+    check_layer(models.GlobalAvgPool(), x, 1e-7)
+
+
 def test_softmax_cross_entropy():
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((5, 4))

@@ -7,19 +7,20 @@ import models
 from helpers import numerical_grad, rel_error
 
 
-@pytest.mark.parametrize('arch', list(models.ARCHS))
-def test_model_gradients(arch):
-    """Numeric gradient of the loss w.r.t. every parameter array (40 sampled entries of each)."""
+@pytest.mark.parametrize('arch,k', [(arch, 3) for arch in models.ARCHS] + [('resnet18', 5)])
+def test_model_gradients(arch, k):
+    """Numeric gradient of the loss w.r.t. every parameter array (40 sampled entries of each, 12 for ResNet18)."""
     rng = np.random.default_rng(0)
-    model = models.build(arch, 2, image_size=8, dtype='float64', seed=3)
+    model = models.build(arch, 2, image_size=8, dtype='float64', seed=3, kernel_size=k)
     x = rng.standard_normal((4, 3, 8, 8))
     y = np.array([0, 3, 7, 9])
     loss_of = lambda: models.softmax_cross_entropy(model.forward(x), y)[0]  # noqa: E731
     _, dlogits = models.softmax_cross_entropy(model.forward(x), y)
     dx = model.backward(dlogits)
     errors = {'x': rel_error(dx, numerical_grad(loss_of, x, 1.0, h=1e-6))}
+    per_array = 12 if arch == 'resnet18' else 40  # ResNet18 has 62 arrays
     for name, p, g in model.params():
-        idx = rng.choice(p.size, min(p.size, 40), replace=False)
+        idx = rng.choice(p.size, min(p.size, per_array), replace=False)
         numeric = numerical_grad(loss_of, p, 1.0, h=1e-6, indices=idx)
         errors[name] = rel_error(g.reshape(-1)[idx], numeric.reshape(-1)[idx])
     print(f'{arch}: worst {max(errors.values()):.1e} over dx and {len(errors) - 1} parameter arrays')  # pytest -s
@@ -168,6 +169,34 @@ def test_fc_counterparts_have_as_many_units_as_the_conv_map():
     assert models.build('s_conv', 2).layers[6].gamma.size == 24 * 2
 
 
+def test_resnet18_counts():
+    """At alpha 64, k 3, 10 classes: the familiar CIFAR ResNet18 count, 11,173,962 parameters
+    (every conv weight, BN's gamma and beta, the last layer's weights and bias; no conv biases).
+    Each conv weight grows with k^2; the 1x1 shortcuts, BN and the last layer do not."""
+    assert models.build('resnet18', 64).num_params() == 11_173_962
+    def split(k):
+        model = models.build('resnet18', 4, kernel_size=k)
+        convs = sum(layer.W.size for layer in models.leaves(model.layers)
+                    if isinstance(layer, models.Conv2d) and layer.k == k)
+        return convs, model.num_params() - convs
+    (c3, rest3), (c5, rest5), (c9, rest9) = split(3), split(5), split(9)
+    assert rest3 == rest5 == rest9 and c5 * 9 == c3 * 25 and c9 == 9 * c3
+    stem_and_first = 3 * 9 * 64 + 2 * 2 * 9 * 64 * 64  # the 3x3 stem and stage 1's four 3x3 convs
+    assert sum(layer.W.size for layer in models.leaves(models.build('resnet18', 64).layers[:6])
+               if isinstance(layer, models.Conv2d)) == stem_and_first
+
+
+def test_blasso_groups_of_resnet18():
+    """Every convolution (shortcuts too) gets lam_conv, the last FC layer lam_fc, BN and bias 0."""
+    import blasso
+    model = models.build('resnet18', 2)
+    groups = blasso.param_groups(model, 1.0, 2.0, verbose=False)
+    convs = sum(p.size for p, _, lam in groups if lam == 1.0)
+    assert convs == sum(layer.W.size for layer in models.leaves(model.layers) if isinstance(layer, models.Conv2d))
+    assert [p.shape for p, _, lam in groups if lam == 2.0] == [(16, 10)]
+    assert len(groups) == sum(1 for _ in model.params())
+
+
 def test_same_seed_same_network():
     a, b = models.build('s_conv', 2, seed=7), models.build('s_conv', 2, seed=7)
     c = models.build('s_conv', 2, seed=8)
@@ -182,6 +211,7 @@ def test_same_seed_same_network():
     (dict(arch='s_fc', alpha=-3), 'alpha must be a positive integer'),
     (dict(arch='s_fc', alpha=1.5), 'alpha must be a positive integer'),
     (dict(arch='three_fc', alpha=2, width=0), 'width must be'),
+    (dict(arch='resnet18', alpha=2, kernel_size=4), 'kernel_size must be an odd positive integer'),
 ])
 def test_bad_arguments_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:

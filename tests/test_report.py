@@ -81,3 +81,15 @@ def test_filters_png(tmp_path):
     image = Image.open(path)
     assert image.size == (10 * 98, 3 * 98)  # 30 tiles of 96 px and 2 px gaps
     assert image.mode == 'RGB'
+
+
+def test_kernel_rings_find_where_a_kernel_keeps_its_weights():
+    model = models.build('resnet18', 2, kernel_size=5)
+    stem = model.layers[1]
+    W = stem.W.reshape(5, 5, 3, -1)
+    W[...] = 0
+    W[2, 2] = 1.0  # the centre only
+    W[0, 4, 0] = 1.0  # one weight of the 16 in the rim ring, in one of 3 channels
+    rings = report.kernel_rings(model)
+    assert rings['1.W'] == [1.0, 0.0, 1 / (16 * 3)]
+    assert '4.branch.0.W' in rings and '6.shortcut.0.W' not in rings  # 1x1 shortcuts have no rings

@@ -152,3 +152,29 @@ def test_slurm_path_signalled_requeued_resumed(data_dir, tmp_path):
     timeless = lambda path: [{k: v for k, v in json.loads(line).items() if k not in ('seconds', 'images_per_s')}  # noqa: E731
                              for line in open(os.path.join(path, 'metrics.jsonl'))]
     assert timeless(whole) == timeless(run_dir) and len(timeless(run_dir)) == 6
+
+
+def fake_run(folder, config, val, test, seed=0):
+    """A finished run as train.py leaves it: config.json and summary.json."""
+    import reproduce as r
+    config = dict(config, seed=seed, val_size=5000)
+    run_dir = folder / r.run_name(config)
+    run_dir.mkdir(parents=True)
+    (run_dir / 'config.json').write_text(json.dumps(config))
+    (run_dir / 'summary.json').write_text(json.dumps(dict(best_val_acc=val, selected_test_acc=test, final_test_acc=0.0,
+                                                          weights_total=1000, layers={'1.W': dict(nonzero=1, size=2)})))
+
+
+def test_report_selects_on_validation_and_sets_ours_beside_the_paper(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, 'RUNS', str(tmp_path))
+    folder = tmp_path / 'fig5'
+    for seed, (good, bad) in enumerate(((0.90, 0.80), (0.92, 0.70))):
+        fake_run(folder, dict(arch='resnet18', dataset='cifar10', kernel_size=9, beta=50, lam_conv=1e-5), 0.5, good, seed)
+        fake_run(folder, dict(arch='resnet18', dataset='cifar10', kernel_size=9, beta=50, lam_conv=2e-5), 0.4, bad, seed)
+    fake_run(folder, dict(arch='resnet18', dataset='cifar10', kernel_size=9), 0.3, 0.85)
+    text = reproduce.report('fig5', str(folder))
+    row = next(line for line in text.splitlines() if line.startswith('| cifar10 | beta-LASSO |'))
+    assert '91.00 ± 1.41 (4 runs, 2 seeds) [93.6]' in row  # the higher-validation run per seed, not the higher-test one
+    row = next(line for line in text.splitlines() if line.startswith('| cifar10 | SGD |'))
+    assert '85.00 (1 runs, 1 seed) [92.6]' in row
+    assert (folder / 'fig5.png').exists() and (folder / 'report.md').read_text() == text
