@@ -285,7 +285,10 @@ def launch_slurm(todo, args, executor=None):
     except ImportError:
         raise SystemExit('error: --launcher slurm needs submitit: pip install submitit') from None
     if executor is None:
-        executor = submitit.SlurmExecutor(folder=args.slurm_log_dir)
+        try:
+            executor = submitit.SlurmExecutor(folder=args.slurm_log_dir)
+        except RuntimeError as e:  # no srun: not a Slurm machine
+            fail(f'--launcher slurm needs a Slurm cluster ({e}); --dry-run prints the sbatch script')
         executor.update_parameters(**slurm_parameters(args, len(todo)))
     run_dirs, runs = zip(*todo)
     jobs = executor.map_array(TrainJob(), run_dirs, runs, [args.data_dir] * len(todo))

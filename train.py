@@ -32,7 +32,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description='Train a D-*/S-*/3-FC network with beta-LASSO or SGD (Neyshabur 2020).',
+    p = argparse.ArgumentParser(description='Train a D-*/S-*/3-FC network or ResNet18 with beta-LASSO or SGD (Neyshabur 2020).',
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.error = lambda message: fail(message)  # one line, exit status 2, no usage dump
     # data
