@@ -29,6 +29,7 @@ S_ALPHA, D_ALPHA = 150, 15  # Table 1: the FC nets near 256M weights
 RESNET_ALPHA = 64  # ResNet18's own base width
 INTERRUPTED = 130  # the exit status of a run stopped by a signal after writing its checkpoint: resume it
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+SYNC_EVERY = 10  # steps between reads of the device's loss and accuracy sums (progress bar, NaN guard)
 
 
 def parse_args(argv):
@@ -258,14 +259,14 @@ def main(argv=None):
         return 0.5 * args.lr * (1 + math.cos(math.pi * step / total_steps))
 
     def evaluate(batches):
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct = xp.zeros((), np.float64), xp.zeros((), np.int64)  # summed on the device
         for x, y in batches.epoch(0):
             logits = model.forward(x, train=False)
             loss, _ = models.softmax_cross_entropy(logits, y)
-            loss_sum += float(loss) * len(y)  # sync point
-            correct += int((logits.argmax(axis=1) == y).sum())
+            loss_sum += loss.astype(np.float64) * len(y)
+            correct += (logits.argmax(axis=1) == y).sum()
         n = len(batches.labels)
-        return loss_sum / n, correct / n
+        return float(loss_sum) / n, int(correct) / n  # sync point, once per split
 
     # Ctrl-C, and SIGTERM / SIGUSR2 (what Slurm and submitit send before a time limit or a
     # preemption), ask the loop to stop after the current step and checkpoint; a second Ctrl-C
@@ -288,29 +289,34 @@ def main(argv=None):
                 bar = tqdm(train_batches.epoch(epoch, start_step), total=steps_per_epoch, initial=start_step,
                            desc=f'epoch {epoch + 1}/{args.epochs}', disable=args.quiet, leave=False)
                 t0 = time.perf_counter()
+                # the epoch's loss and correct count are summed on the device, and read (a sync
+                # point, and the NaN guard) every SYNC_EVERY steps and before any checkpoint
+                loss_sum = xp.asarray(progress['loss_sum'], dtype=np.float64)
+                correct = xp.asarray(progress['correct'], dtype=np.int64)
                 for step, (x, y) in enumerate(bar, start_step):
                     global_step = epoch * steps_per_epoch + step
                     lr = get_lr(global_step)
                     logits = model.forward(x, train=True)
                     loss, dlogits = models.softmax_cross_entropy(logits, y)
-                    loss_value = float(loss)  # sync point, and the NaN guard
-                    if not math.isfinite(loss_value):
-                        print(f'error: the loss is {loss_value} at epoch {epoch + 1}, step {step + 1}: '
-                              f'lower --lr; ' + (f'the last good checkpoint is {ckpt_path}' if os.path.exists(ckpt_path)
-                                                else 'no checkpoint was written'), file=sys.stderr)
-                        return 1
                     model.backward(dlogits, need_dx=False)
                     if optimizer == 'blasso':
                         blasso.blasso_step(groups, lr, args.beta)
                     else:
                         blasso.sgd_step(model.params(), lr, args.momentum, args.weight_decay, velocity)
-                    progress['loss_sum'] += loss_value * len(y)
-                    progress['correct'] += int((logits.argmax(axis=1) == y).sum())
+                    loss_sum += loss.astype(np.float64) * len(y)
+                    correct += (logits.argmax(axis=1) == y).sum()
                     progress['seen'] += len(y)
                     progress['step'] = step + 1
-                    images_per_s = (step + 1 - start_step) * len(y) / (time.perf_counter() - t0)
-                    bar.set_postfix(loss=f'{progress["loss_sum"] / progress["seen"]:.3f}',
-                                    acc=f'{progress["correct"] / progress["seen"]:.3f}', img_s=f'{images_per_s:,.0f}')
+                    if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps_per_epoch or interrupted:
+                        progress['loss_sum'], progress['correct'] = float(loss_sum), int(correct)  # sync point
+                        if not math.isfinite(progress['loss_sum']):  # the NaN guard: no checkpoint is written
+                            print(f'error: the loss is {progress["loss_sum"]} by epoch {epoch + 1}, step {step + 1}: '
+                                  f'lower --lr; ' + (f'the last good checkpoint is {ckpt_path}' if os.path.exists(ckpt_path)
+                                                    else 'no checkpoint was written'), file=sys.stderr)
+                            return 1
+                        images_per_s = (step + 1 - start_step) * len(y) / (time.perf_counter() - t0)
+                        bar.set_postfix(loss=f'{progress["loss_sum"] / progress["seen"]:.3f}',
+                                        acc=f'{progress["correct"] / progress["seen"]:.3f}', img_s=f'{images_per_s:,.0f}')
                     if interrupted:
                         break
                 progress['seconds'] += time.perf_counter() - t0

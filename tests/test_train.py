@@ -203,7 +203,7 @@ def test_save_every(tiny_dir, tmp_path):
 def test_nan_guard(tiny_dir, tmp_path, capsys):
     assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '2', '--epochs', '2', '--lr', '1e30') == 1
     err = capsys.readouterr().err.strip()
-    assert 'the loss is nan at epoch 1, step' in err and len(err.splitlines()) == 1
+    assert 'the loss is nan by epoch 1, step' in err and len(err.splitlines()) == 1
     assert not os.path.exists(tmp_path / 'checkpoint.npz')  # nothing bad was written
 
 
