@@ -46,7 +46,7 @@ def test_threshold_does_not_scale_with_lr():
 def test_large_arrays_match_a_whole_array_reference(xp):
     """Arrays span several update pieces; the result equals Algorithm 1 written on whole arrays."""
     rng = np.random.default_rng(0)
-    n = 3 * blasso.CHUNK['numpy'] + 17
+    n = 3 * blasso.CHUNK + 17
     p, g = rng.standard_normal((n // 17, 17)) * 0.01, rng.standard_normal((n // 17, 17))
     reference = p - 0.1 * (g + 1e-3 * np.sign(p))
     reference *= np.abs(reference) >= 50 * 1e-3
@@ -111,3 +111,28 @@ def test_count_nonzero():
     assert counts['1.W'] == model.layers[1].W.size - 10 * model.layers[1].W.shape[1]
     assert counts['total'] == counts['1.W'] + counts['4.W'] + counts['7.W']
     assert set(counts) == {'1.W', '4.W', '7.W', 'total'}
+
+
+def test_fused_gpu_updates_match_numpy_to_the_bit(xp):
+    """On CuPy each update is one ElementwiseKernel (--fmad=false): float32 results must equal
+    NumPy's bit for bit, for beta-LASSO (with and without lam, beta) and SGD (with and without
+    momentum), over several steps."""
+    if xp is np:
+        pytest.skip('compares the CuPy kernels with NumPy')
+    rng = np.random.default_rng(0)
+    shape = (257, 33)
+    p0 = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+    grads = [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]
+    for lam, beta in ((2e-3, 50.0), (2e-3, 0.0), (0.0, 50.0)):
+        p_np, p_gpu = p0.copy(), xp.asarray(p0)
+        for g in grads:
+            blasso.blasso_step([(p_np, g, lam)], 0.3, beta)
+            blasso.blasso_step([(p_gpu, xp.asarray(g), lam)], 0.3, beta)
+        assert np.array_equal(xp.asnumpy(p_gpu), p_np), (lam, beta)
+    for momentum, wd in ((0.9, 5e-4), (0.0, 5e-4), (0.9, 0.0)):
+        p_np, p_gpu, v_np, v_gpu = p0.copy(), xp.asarray(p0), {}, {}
+        for g in grads:
+            blasso.sgd_step([('W', p_np, g)], 0.1, momentum, wd, v_np)
+            blasso.sgd_step([('W', p_gpu, xp.asarray(g))], 0.1, momentum, wd, v_gpu)
+        assert np.array_equal(xp.asnumpy(p_gpu), p_np), (momentum, wd)
+        assert all(np.array_equal(xp.asnumpy(v_gpu[k]), v_np[k]) for k in v_np)
