@@ -5,6 +5,7 @@
     python bench.py --device gpu --alpha 150 --batch-size 512 --arch s_fc,s_conv,s_local
     python bench.py --local-vs-einsum                       # Local2d against unfold + einsum
     python bench.py --sparse runs/s_fc-blasso-a8            # a model exported by export.py: CSR against dense
+    python bench.py --epoch --device gpu --arch s_fc --alpha 150 --batch-size 512   # one whole epoch, data included
 
 Each net runs in a fresh process, so its peak resident memory is its own. Times are the median
 and minimum over --steps steps after --warmup; GPU timings synchronise before reading the clock.
@@ -181,6 +182,35 @@ def local_vs_einsum(alpha, batch, steps):
     return results
 
 
+def epoch_seconds(arch, alpha, batch, device, augment='faa', images=50000):
+    """Seconds for one training epoch of `images` CIFAR-sized images, data path included: the
+    Loader's shuffle, augmentation (faa: the policy, crop, flip, Cutout) and normalisation on the
+    device, forward, backward, beta-LASSO update, and the loss and accuracy sums. The images are
+    random: the cost does not depend on what they show."""
+    import blasso
+    import data
+    import models
+    xp = backend(device)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, images)
+    loader = data.Loader(x, y, batch, xp, [125.3, 123.0, 113.9], [63.0, 62.1, 66.7], train=True,
+                         policy='fa_reduced_cifar10' if augment == 'faa' else None, cutout=16 if augment == 'faa' else 0,
+                         crop=augment != 'none', flip=augment != 'none')
+    model = models.to_device(models.build(arch, alpha), xp)
+    groups = blasso.param_groups(model, 2e-5, 5e-6, verbose=False)
+    clock = timer(xp)
+    loss_sum = xp.zeros((), np.float64)
+    t0 = clock()
+    for inputs, labels in loader.epoch(0):
+        loss, dlogits = models.softmax_cross_entropy(model.forward(inputs), labels)
+        model.backward(dlogits, need_dx=False)
+        blasso.blasso_step(groups, 0.01, 50.0)
+        loss_sum += loss.astype(np.float64)
+    float(loss_sum)  # sync point: the epoch is done
+    return clock() - t0, len(loader)
+
+
 def sparse_vs_dense(run_dir, steps):
     """Forward images/s of a trained model (export.py's model.npz) dense and with its CSR layers,
     whole and first layer alone, at batch 1, 128 and 1024 (CPU)."""
@@ -226,8 +256,16 @@ def main(argv=None):
     p.add_argument('--opt', default='blasso', choices=['blasso', 'sgd'], help='the update in the step')
     p.add_argument('--local-vs-einsum', action='store_true', help='compare Local2d with unfold + einsum')
     p.add_argument('--sparse', metavar='RUN_DIR', help="forward speed of RUN_DIR's model.npz (export.py): CSR vs dense")
+    p.add_argument('--epoch', action='store_true', help='time one whole CIFAR-sized training epoch, data path included')
+    p.add_argument('--augment', default='faa', choices=['faa', 'basic', 'none'], help='--epoch: the augmentation')
     p.add_argument('--json', action='store_true', help='also print one JSON line per net')
     args = p.parse_args(argv)
+    if args.epoch:
+        for arch in args.arch.split(','):
+            seconds, steps = epoch_seconds(arch, args.alpha, args.batch_size, args.device, args.augment)
+            print(f'{arch} alpha {args.alpha}: one epoch of 50,000 images ({steps} steps of {args.batch_size}, '
+                  f'--augment {args.augment}, beta-LASSO) in {seconds:.2f} s on the {backend(args.device).__name__} backend')
+        return
     if args.sparse:
         print(f'{"forward of":16s} {"batch":>5s} {"dense img/s":>12s} {"CSR img/s":>12s} {"CSR speed-up":>12s}')
         for r in sparse_vs_dense(args.sparse, args.steps):

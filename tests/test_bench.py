@@ -30,3 +30,8 @@ def test_unfold_einsum_reference_is_the_same_layer():
     assert np.allclose(layer.dW, dW, atol=1e-3)
     out_plain, dW_plain = bench.unfold_einsum_local(x, bench.einsum_weights(layer, 16, 16), 9, 2, 4, optimize=False)
     assert np.allclose(out_plain, out, atol=1e-4) and np.allclose(dW_plain.transpose(0, 1, 3, 4, 2, 5).reshape(dW.shape), dW, atol=1e-3)
+
+
+def test_epoch_seconds_runs_a_whole_epoch():
+    seconds, steps = bench.epoch_seconds('s_fc', 1, 64, 'cpu', 'faa', images=300)
+    assert steps == 300 // 64 and seconds > 0
