@@ -256,3 +256,16 @@ def test_permutation_same_for_train_and_test():
     test = make_loader(False, permutation=perm)
     idx = np.arange(16)
     assert np.array_equal(train.batch(idx, np.random.default_rng(0))[0], test.batch(idx)[0])
+
+
+def test_loader_on_cupy_equals_numpy(xp):
+    """The whole training data path (policy, crop, flip, normalise, Cutout, permutation) on the
+    GPU gives NumPy's batches: every draw is made on the host."""
+    if xp is np:
+        pytest.skip('compares CuPy with NumPy')
+    x, y = images(50), np.arange(50) % 10
+    kwargs = dict(mean=[100, 110, 120], std=[50, 60, 70], train=True, policy='fa_reduced_cifar10', cutout=16,
+                  permutation=data.pixel_permutation(3))
+    on_cpu, on_gpu = data.Loader(x, y, 16, np, **kwargs), data.Loader(x, y, 16, xp, **kwargs)
+    for (a, la), (b, lb) in zip(on_cpu.epoch(2), on_gpu.epoch(2)):
+        assert np.allclose(xp.asnumpy(b), a, atol=1e-6) and np.array_equal(xp.asnumpy(lb), la)

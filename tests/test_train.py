@@ -309,3 +309,24 @@ def test_cifar100_and_svhn(tmp_path, monkeypatch):
                            '--cutout', '--permute-pixels', '--beta', '50']) == 0
         ckpt = np.load(out / 'checkpoint.npz', allow_pickle=False)
         assert ckpt['param/7.W'].shape == (24, classes)  # the last layer has one output per class
+
+
+def test_train_and_resume_on_cupy(tiny_dir, tmp_path, monkeypatch, xp):
+    """A short run on the GPU, interrupted and resumed, ends where the uninterrupted GPU run ends,
+    and close to the same run on the CPU (cuBLAS and OpenBLAS round differently, and a weight
+    near the threshold may fall on either side)."""
+    if xp is np:
+        pytest.skip('trains on CuPy')
+    flags = ['--arch', 's_fc', '--alpha', '1', '--epochs', '2', '--beta', '50', '--device', 'gpu']
+    assert run(tiny_dir, tmp_path / 'whole', *flags) == 0
+    interrupt_at(monkeypatch, 'blasso_step', 3)
+    assert run(tiny_dir, tmp_path / 'split', *flags) == 130
+    monkeypatch.undo()
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(os.path.join(tiny_dir, 'cifar-10-python.tar.gz')))
+    assert train.main(['--resume', str(tmp_path / 'split'), '--quiet']) == 0
+    assert run(tiny_dir, tmp_path / 'cpu', *flags[:-1], 'cpu') == 0
+    whole, split, cpu = (np.load(tmp_path / d / 'checkpoint.npz') for d in ('whole', 'split', 'cpu'))
+    params = [k for k in whole.files if k.startswith('param/')]
+    assert all(np.array_equal(whole[k], split[k]) for k in params)
+    for k in params:
+        assert np.mean(np.abs(whole[k] - cpu[k]) > 1e-3) < 0.01, k
