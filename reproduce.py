@@ -199,7 +199,7 @@ def launch_local(todo, jobs, data_dir):
     import models
     gpus = models.cupy.cuda.runtime.getDeviceCount() if models.gpu_available() else 0
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    pending, running, failed = list(todo), {}, []
+    pending, running, failed, shown = list(todo), {}, [], None
     bar = tqdm(total=len(todo), unit='run', desc='runs')
     try:
         while pending or running:
@@ -220,7 +220,9 @@ def launch_local(todo, jobs, data_dir):
                 if process.returncode != 0:
                     failed.append(f'{run_dir} (exit {process.returncode}; see its train.log)')
                 bar.update(1)
-            bar.set_postfix(running=len(running), left=len(pending), failed=len(failed))
+            if (len(running), len(pending), len(failed)) != shown:  # redraw on change only: logs stay short
+                shown = (len(running), len(pending), len(failed))
+                bar.set_postfix(running=shown[0], left=shown[1], failed=shown[2])
             time.sleep(0.2)
     except KeyboardInterrupt:  # the runs got the Ctrl-C too: they checkpoint and stop
         for process in running:
