@@ -434,6 +434,28 @@ def report(experiment, out_dir):
                         for k in kernels) + ' |')
         fig5_png(cells, out_dir)
         lines += ['', 'Fig. 5: fig5.png (test accuracy against kernel size; the paper\'s points dashed).']
+    elif experiment == 'cpu-claim':
+        lines += ['| train images | alpha | SGD | beta-LASSO (lambda by validation) | difference | train acc. SGD / '
+                  'beta-LASSO | layer-1 non-zeros (S-LOCAL\'s layer) | locality |', '|---|---|---|---|---|---|---|---|']
+        gaps = {}
+        for n, alpha in sorted({cell[:2] for cell in cells}):
+            sgd, lasso = cells.get((n, alpha, 'SGD'), []), cells.get((n, alpha, 'beta-LASSO'), [])
+            mean = lambda selected: np.mean([accuracy(s) for _, s, _ in selected]) if selected else None  # noqa: E731
+            train = lambda selected: f'{100 * np.mean([s["train_acc"] for _, s, _ in selected]):.1f}' if selected else '—'  # noqa: E731
+            diff = mean(lasso) - mean(sgd) if sgd and lasso else None
+            if diff is not None:
+                gaps.setdefault(alpha, []).append((n, diff))
+            first = next(iter(lasso[0][1]['layers'].values())) if lasso else None
+            local = lasso[0][1].get('reference_sizes', {}).get('S-LOCAL layer 1') if lasso else None
+            nonzero = f'{first["nonzero"]:,} ({local:,})' if first and local else '—'
+            locality = lasso[0][1].get('locality_score') if lasso else None
+            lines.append(f'| {n:,} | {alpha} | {cell_text(sgd, counts.get((n, alpha, "SGD"), 0))} '
+                         f'| {cell_text(lasso, counts.get((n, alpha, "beta-LASSO"), 0))} '
+                         f'| {"—" if diff is None else f"{diff:+.2f}"} | {train(sgd)} / {train(lasso)} '
+                         f'| {nonzero} '
+                         f'| {"n/a" if locality is None else f"{locality:.2f}"} |')
+        gap_png(gaps, out_dir)
+        lines += ['', 'gap.png: beta-LASSO minus SGD test accuracy against the number of training images, one line per alpha.']
     else:
         lines += ['| cell | selected run | test acc. | layer-1 non-zeros | locality |', '|---|---|---|---|---|']
         for cell, selected in cells.items():
@@ -461,6 +483,21 @@ def fig2_png(points, out_dir):
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, 'fig2.png'), dpi=100)
+    plt.close(fig)
+
+
+def gap_png(gaps, out_dir):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for alpha, points in sorted(gaps.items()):
+        ax.plot(*zip(*sorted(points)), marker='o', label=f'alpha {alpha}')
+    ax.axhline(0, color='grey', linewidth=0.8)
+    ax.set(xscale='log', xlabel='training images', ylabel='beta-LASSO - SGD test accuracy (points)', title='S-FC, CIFAR-10')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, 'gap.png'), dpi=100)
     plt.close(fig)
 
 

@@ -162,7 +162,8 @@ def fake_run(folder, config, val, test, seed=0):
     run_dir.mkdir(parents=True)
     (run_dir / 'config.json').write_text(json.dumps(config))
     (run_dir / 'summary.json').write_text(json.dumps(dict(best_val_acc=val, selected_test_acc=test, final_test_acc=0.0,
-                                                          weights_total=1000, layers={'1.W': dict(nonzero=1, size=2)})))
+                                                          train_acc=0.9, weights_total=1000,
+                                                          layers={'1.W': dict(nonzero=1, size=2)})))
 
 
 def test_report_selects_on_validation_and_sets_ours_beside_the_paper(tmp_path, monkeypatch):
@@ -178,3 +179,16 @@ def test_report_selects_on_validation_and_sets_ours_beside_the_paper(tmp_path, m
     row = next(line for line in text.splitlines() if line.startswith('| cifar10 | SGD |'))
     assert '85.00 (1 runs, 1 seed) [92.6]' in row
     assert (folder / 'fig5.png').exists() and (folder / 'report.md').read_text() == text
+
+
+def test_cpu_claim_report_gives_the_difference_per_cell(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, 'RUNS', str(tmp_path))
+    folder = tmp_path / 'cpu-claim'
+    base = dict(arch='s_fc', dataset='cifar10', alpha=4, train_size=5000, epochs=400, augment='basic')
+    fake_run(folder, base, 0.50, 0.52)  # SGD
+    fake_run(folder, dict(base, beta=50, lr=1.0, lam_conv=1e-5, lam_fc=1e-6), 0.55, 0.56)
+    fake_run(folder, dict(base, beta=50, lr=1.0, lam_conv=5e-5, lam_fc=5e-6), 0.54, 0.60)  # better test, worse val
+    text = reproduce.report('cpu-claim', str(folder))
+    row = next(line for line in text.splitlines() if line.startswith('| 5,000 | 4 |'))
+    assert '| 52.00 (1 runs, 1 seed) | 56.00 (2 runs, 1 seed) | +4.00 |' in row
+    assert (folder / 'gap.png').exists()
