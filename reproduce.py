@@ -154,10 +154,10 @@ def grid(experiment, scale, dataset=None, epochs=None, alpha=None, seeds=1):
 
 
 # the order and short labels of the flags in a run's directory name
-NAME_PARTS = [('arch', ''), ('dataset', ''), ('alpha', 'a'), ('width', 'w'), ('kernel_size', 'k'), ('epochs', 'e'), ('batch_size', 'bs'), ('train_size', 'n'),
-              ('augment', 'aug-'), ('permute_pixels', 'perm'), ('lr', 'lr'), ('momentum', 'm'),
-              ('weight_decay', 'wd'), ('beta', 'b'), ('lam_conv', 'lc'), ('lam_fc', 'lf'), ('val_size', 'v'),
-              ('seed', 's')]
+NAME_PARTS = [('arch', ''), ('dataset', ''), ('alpha', 'a'), ('width', 'w'), ('kernel_size', 'k'), ('epochs', 'e'),
+              ('batch_size', 'bs'), ('train_size', 'n'), ('augment', 'aug-'), ('permute_pixels', 'perm'), ('lr', 'lr'),
+              ('momentum', 'm'), ('weight_decay', 'wd'), ('beta', 'b'), ('lam_conv', 'lc'), ('lam_fc', 'lf'),
+              ('val_size', 'v'), ('seed', 's')]
 
 
 def run_name(run):
