@@ -241,14 +241,21 @@ class Local2d:
         return f'Local2d({kkc // self.k ** 2}, {f}, k={self.k}, stride={self.stride}, pad={self.pad}, positions={p})'
 
 
+def _broadcasts(xp):
+    """Whether BatchNorm broadcasts its per-feature vectors (CuPy) or tiles them to rows (NumPy)."""
+    return xp is not np
+
+
 class BatchNorm:
     """Batch normalisation per feature, the last axis, over all other axes.
     x: (N, F) or (N, H, W, F) -> same shape. Batch statistics in training, running statistics
     in evaluation; momentum 0.1, eps 1e-5 and an unbiased running variance, as PyTorch.
 
-    The arithmetic runs on x as rows (N, H*W*F) against per-feature vectors tiled to a row's
-    length: every NumPy loop then runs along a whole row, not along F features (8 at alpha 8,
-    where the (N*H*W, F) view ran 2-6x slower). For (N, F) the tiling is a no-op.
+    On NumPy the arithmetic runs on x as rows (N, H*W*F) against per-feature vectors tiled to a
+    row's length: every NumPy loop then runs along a whole row, not along F features (8 at
+    alpha 8, where the (N*H*W, F) view ran 2-6x slower). For (N, F) the tiling is a no-op.
+    On CuPy it runs on (N*H*W, F) against the (F,) vectors themselves: a GPU broadcasts for free,
+    where each tile is a kernel and an allocation (_broadcasts).
     """
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype=np.float32):
@@ -258,17 +265,22 @@ class BatchNorm:
         self.running_var = np.ones(num_features, dtype)
         self.momentum, self.eps = momentum, eps
 
+    def _rows(self, x):
+        """x -> (N, H*W*F) rows, or (N*H*W, F) where vectors broadcast."""
+        return x.reshape(-1, x.shape[-1]) if self.broadcast else x.reshape(x.shape[0], -1)
+
     def _feature_sum(self, rows):
-        """(N, H*W*F) -> (F,): the sum over everything but the feature."""
+        """rows -> (F,): the sum over everything but the feature."""
         return rows.sum(axis=0).reshape(-1, self.gamma.size).sum(axis=0)
 
     def _tiled(self, v):
-        """(F,) -> (H*W*F,), the feature vector repeated along a row."""
-        return get_array_module(v).tile(v, self.row_length // v.size)
+        """(F,) -> (H*W*F,), the feature vector repeated along a row (as it is where it broadcasts)."""
+        return v if self.broadcast else get_array_module(v).tile(v, self.row_length // v.size)
 
     def forward(self, x, train=True):
         self.shape, self.row_length = x.shape, x[0].size
-        rows = x.reshape(x.shape[0], -1)  # (N, H*W*F)
+        self.broadcast = _broadcasts(get_array_module(x))
+        rows = self._rows(x)  # (N, H*W*F), or (N*H*W, F)
         self.count = x.size // x.shape[-1]  # values per feature: N*H*W
         if train:
             mean = self._feature_sum(rows) / self.count
@@ -283,11 +295,11 @@ class BatchNorm:
             var = self.running_var
             centred = rows - self._tiled(self.running_mean)
         self.rstd = 1 / (var + self.eps) ** 0.5  # (F,)
-        self.xhat = centred * self._tiled(self.rstd)  # (N, H*W*F)
+        self.xhat = centred * self._tiled(self.rstd)  # rows
         return (self.xhat * self._tiled(self.gamma) + self._tiled(self.beta)).reshape(self.shape)
 
     def backward(self, dout):
-        rows = dout.reshape(dout.shape[0], -1)  # (N, H*W*F)
+        rows = self._rows(dout)  # as in forward
         self.dgamma[...] = self._feature_sum(rows * self.xhat)
         self.dbeta[...] = self._feature_sum(rows)
         # the compact form of dx: mean(dxhat) = gamma*dbeta/n, mean(dxhat*xhat) = gamma*dgamma/n

@@ -125,6 +125,24 @@ def test_softmax_cross_entropy():
     assert np.isfinite(big_loss) and np.all(np.isfinite(big_d))
 
 
+@pytest.mark.parametrize('shape', [(6, 5), (3, 4, 4, 5)])
+def test_batchnorm_gpu_layout_equals_the_cpu_layout(shape, monkeypatch):
+    """The (N*H*W, F) broadcasting layout CuPy uses, run on NumPy: the same outputs, gradients and
+    running statistics as the tiled rows, in training and evaluation, and its own gradient check."""
+    rng = np.random.default_rng(0)
+    x, dout, gamma = rng.standard_normal(shape), rng.standard_normal(shape), rng.uniform(0.5, 1.5, shape[-1])
+    results = []
+    for broadcast in (False, True):
+        monkeypatch.setattr(models, '_broadcasts', lambda xp: broadcast)
+        bn = models.BatchNorm(shape[-1], dtype=F64)
+        bn.gamma[...], bn.beta[...] = gamma, 0.3
+        out, dx = bn.forward(x, train=True), bn.backward(dout)
+        results.append((out, dx, bn.dgamma.copy(), bn.dbeta.copy(), bn.running_mean.copy(), bn.forward(x, train=False)))
+    for a, b in zip(*results):
+        assert np.allclose(a, b, rtol=1e-12, atol=1e-12)
+    check_layer(models.BatchNorm(shape[-1], dtype=F64), x, 1e-6)  # the broadcasting layout's own check
+
+
 def test_batchnorm_running_statistics_and_eval():
     rng = np.random.default_rng(0)
     layer = models.BatchNorm(3, dtype=F64)
