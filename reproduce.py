@@ -392,7 +392,7 @@ def report(experiment, out_dir):
     lines = [f'## {experiment}: {len(runs)} finished runs, runs/{experiment}', '',
              'Test accuracy (%) of the run with the best validation accuracy in each cell, at its best '
              'validation epoch (the last epoch where a run had no validation split); mean ± std over '
-             'seeds; the paper\'s figure in brackets.', '']
+             'seeds' + ('; the paper\'s figure in brackets.' if experiment in ('table1', 'table2', 'fig5') else '.'), '']
     if experiment == 'table1':
         epochs = sorted({cell[2] for cell in cells})
         columns = [(d, e) for d in DATASET_COLUMNS for e in epochs]
@@ -434,6 +434,15 @@ def report(experiment, out_dir):
                         for k in kernels) + ' |')
         fig5_png(cells, out_dir)
         lines += ['', 'Fig. 5: fig5.png (test accuracy against kernel size; the paper\'s points dashed).']
+    elif experiment == 'permutation':
+        lines += ['| model | method | dataset | test acc. | with --permute-pixels | layer-1 non-zeros (permuted) |',
+                  '|---|---|---|---|---|---|']
+        for arch, name, dataset in sorted({cell[:3] for cell in cells}):
+            plain, permuted = cells.get((arch, name, dataset, False)), cells.get((arch, name, dataset, True))
+            first = next(iter(permuted[0][1]['layers'].values())) if permuted else None
+            nonzero = f'{first["nonzero"]:,} of {first["size"]:,}' if first else '—'
+            lines.append(f'| {arch} | {name} | {dataset} | {cell_text(plain, counts.get((arch, name, dataset, False), 0))} '
+                         f'| {cell_text(permuted, counts.get((arch, name, dataset, True), 0))} | {nonzero} |')
     elif experiment == 'cpu-claim':
         lines += ['| train images | alpha | SGD | beta-LASSO (lambda by validation) | difference | train acc. SGD / '
                   'beta-LASSO | layer-1 non-zeros (S-LOCAL\'s layer) | locality |', '|---|---|---|---|---|---|---|---|']

@@ -192,3 +192,14 @@ def test_cpu_claim_report_gives_the_difference_per_cell(tmp_path, monkeypatch):
     row = next(line for line in text.splitlines() if line.startswith('| 5,000 | 4 |'))
     assert '| 52.00 (1 runs, 1 seed) | 56.00 (2 runs, 1 seed) | +4.00 |' in row
     assert (folder / 'gap.png').exists()
+
+
+def test_permutation_report_sets_the_permuted_run_beside(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, 'RUNS', str(tmp_path))
+    folder = tmp_path / 'permutation'
+    base = dict(arch='s_conv', dataset='cifar10', alpha=4, epochs=10)
+    fake_run(folder, base, 0.5, 0.47)
+    fake_run(folder, dict(base, permute_pixels=True), 0.4, 0.45)
+    text = reproduce.report('permutation', str(folder))
+    assert '| s_conv | SGD | cifar10 | 47.00 (1 runs, 1 seed) | 45.00 (1 runs, 1 seed) | 1 of 2 |' in text
+    assert 'brackets' not in text
