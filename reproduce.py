@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+INTERRUPTED = 130  # train.py's exit status after a signal and a checkpoint: resume it
 RUNS = os.path.join(ROOT, 'runs')
 
 # ----------------------------------------------------------------------------- the grids
@@ -194,16 +195,26 @@ def is_done(run_dir):
 
 def launch_local(todo, jobs, data_dir):
     """At most `jobs` train.py processes at once, each with its share of the CPU threads or its own
-    GPU (round robin over the visible ones); a tqdm bar of runs done / running / left."""
+    GPU (round robin over the visible ones); a tqdm bar of runs done / running / left.
+    Ctrl-C or SIGTERM stops the grid: no new run starts, and each running one is sent one SIGTERM
+    (they run in their own sessions, so a terminal's Ctrl-C does not reach them twice), finishes
+    its step, checkpoints and exits; the same command then continues."""
     from tqdm import tqdm
     import models
     gpus = models.cupy.cuda.runtime.getDeviceCount() if models.gpu_available() else 0
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    pending, running, failed, shown = list(todo), {}, [], None
+    pending, running, failed, shown, stopping = list(todo), {}, [], None, []
+
+    def stop(signum, frame):
+        if not stopping:
+            for process in running:
+                process.send_signal(signal.SIGTERM)
+        stopping.append(signum)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     bar = tqdm(total=len(todo), unit='run', desc='runs')
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
+        while (pending and not stopping) or running:
+            while pending and not stopping and len(running) < jobs:
                 run_dir, run = pending.pop(0)
                 slot = min(set(range(jobs)) - {s for s, _, _ in running.values()})
                 env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -212,27 +223,28 @@ def launch_local(todo, jobs, data_dir):
                 os.makedirs(run_dir, exist_ok=True)
                 log = open(os.path.join(run_dir, 'train.log'), 'a')
                 process = subprocess.Popen(train_command(run, run_dir, data_dir), stdout=log, stderr=subprocess.STDOUT,
-                                           env=env, cwd=ROOT)
+                                           env=env, cwd=ROOT, start_new_session=True)
                 running[process] = (slot, run_dir, log)
             for process in [p for p in running if p.poll() is not None]:
                 _, run_dir, log = running.pop(process)
                 log.close()
-                if process.returncode != 0:
+                if process.returncode not in (0, INTERRUPTED):
                     failed.append(f'{run_dir} (exit {process.returncode}; see its train.log)')
-                bar.update(1)
+                if process.returncode == 0:
+                    bar.update(1)
             if (len(running), len(pending), len(failed)) != shown:  # redraw on change only: logs stay short
                 shown = (len(running), len(pending), len(failed))
                 bar.set_postfix(running=shown[0], left=shown[1], failed=shown[2])
             time.sleep(0.2)
-    except KeyboardInterrupt:  # the runs got the Ctrl-C too: they checkpoint and stop
-        for process in running:
-            process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         bar.close()
-        print('interrupted: the runs wrote their checkpoints; issue the same command to continue')
-        return 130
-    bar.close()
     for line in failed:
         print(f'failed: {line}')
+    if stopping:
+        print('stopped: the running runs wrote their checkpoints; issue the same command to continue')
+        return INTERRUPTED
     return 1 if failed else 0
 
 

@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -203,3 +204,24 @@ def test_permutation_report_sets_the_permuted_run_beside(tmp_path, monkeypatch):
     text = reproduce.report('permutation', str(folder))
     assert '| s_conv | SGD | cifar10 | 47.00 (1 runs, 1 seed) | 45.00 (1 runs, 1 seed) | 1 of 2 |' in text
     assert 'brackets' not in text
+
+
+def test_a_stopped_grid_checkpoints_and_the_same_command_continues(tiny_experiment, data_dir, tmp_path, monkeypatch):
+    """SIGTERM to the launcher (as `kill`, or Ctrl-C): no new run starts, the running ones get one
+    SIGTERM, checkpoint and stop, nothing is counted as failed; the same command resumes them
+    (test_an_interrupted_run_is_resumed_by_the_next_command)."""
+    for run in tiny_experiment:
+        run['epochs'] = 30
+    real_popen, started = reproduce.subprocess.Popen, []
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        if len(started) == 2:  # both slots busy: stop the grid a moment later
+            threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return started[-1]
+    monkeypatch.setattr(reproduce.subprocess, 'Popen', popen)
+    assert reproduce.main(['run', 'tiny', '--jobs', '2', '--data-dir', data_dir]) == 130
+    assert len(started) == 2 and all(p.returncode == 130 for p in started)
+    folder = tmp_path / 'runs' / 'tiny'
+    stopped = [n for n in os.listdir(folder) if (folder / n / 'checkpoint.npz').exists()]
+    assert len(stopped) == 2 and not any((folder / n / 'summary.json').exists() for n in stopped)
