@@ -492,52 +492,51 @@ def report(experiment, out_dir):
     return text
 
 
-def fig2_png(points, out_dir):
+def axes():
+    """A fresh figure for a report PNG (matplotlib without a display)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    return plt.subplots(figsize=(6, 4))
+
+
+def save_png(fig, ax, path, **labels):
+    import matplotlib.pyplot as plt
+    ax.set(**labels)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def fig2_png(points, out_dir):
+    fig, ax = axes()
     for (arch, dataset), xy in sorted(points.items()):
         xy = sorted(xy)
         ax.plot([p for p, _ in xy], [a for _, a in xy], marker='o', label=f'{arch} ({dataset})')
-    ax.set(xscale='log', xlabel='number of weights', ylabel='test accuracy (%)', title='Fig. 2')
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, 'fig2.png'), dpi=100)
-    plt.close(fig)
+    save_png(fig, ax, os.path.join(out_dir, 'fig2.png'), xscale='log', xlabel='number of weights',
+             ylabel='test accuracy (%)', title='Fig. 2')
 
 
 def gap_png(gaps, out_dir):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = axes()
     for alpha, points in sorted(gaps.items()):
         ax.plot(*zip(*sorted(points)), marker='o', label=f'alpha {alpha}')
     ax.axhline(0, color='grey', linewidth=0.8)
-    ax.set(xscale='log', xlabel='training images', ylabel='beta-LASSO - SGD test accuracy (points)', title='S-FC, CIFAR-10')
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, 'gap.png'), dpi=100)
-    plt.close(fig)
+    save_png(fig, ax, os.path.join(out_dir, 'gap.png'), xscale='log', xlabel='training images',
+             ylabel='beta-LASSO - SGD test accuracy (points)', title='S-FC, CIFAR-10')
 
 
 def fig5_png(cells, out_dir):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = axes()
     for (dataset, name), paper in PAPER_FIG5.items():
         ours = sorted((k, np.mean([accuracy(s) for _, s, _ in selected]))
                       for (d, n, k), selected in cells.items() if (d, n) == (dataset, name))
         if ours:
             line, = ax.plot(*zip(*ours), marker='o', label=f'{dataset} {name} (ours)')
             ax.plot(range(3, 16, 2), paper, linestyle='--', color=line.get_color(), label=f'{dataset} {name} (paper)')
-    ax.set(xlabel='kernel size k', ylabel='test accuracy (%)', title='Fig. 5: ResNet18')
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, 'fig5.png'), dpi=100)
-    plt.close(fig)
+    save_png(fig, ax, os.path.join(out_dir, 'fig5.png'), xlabel='kernel size k', ylabel='test accuracy (%)',
+             title='Fig. 5: ResNet18')
 
 
 def fig3(cells, out_dir):
