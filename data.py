@@ -247,8 +247,8 @@ def permute_pixels(x, permutation):
 class Loader:
     """Batches of one split on the training device: x float32 (B, C, H, W), y int64 (B,).
     Training: reshuffled every epoch, augmented (policy: the name of a Fast AutoAugment policy,
-    or None), the last partial batch dropped. Evaluation: in
-    order, not augmented, the last partial batch kept. Every random draw is seeded by
+    or None), the last partial batch dropped. Evaluation: in order, not augmented, the last
+    partial batch kept. Every random draw is seeded by
     (seed, epoch, step), so the batches depend only on where the run is: a run resumed at any
     step sees exactly the batches an uninterrupted run would have.
     """
