@@ -116,7 +116,8 @@ def save_curves(metrics, references, path):
     import matplotlib.pyplot as plt
     epochs = [m['epoch'] for m in metrics]
     fig, (acc, nnz) = plt.subplots(1, 2, figsize=(11, 4))
-    acc.plot(epochs, [100 * m['test_acc'] for m in metrics], label='test')
+    scored = [m for m in metrics if m['test_acc'] is not None]  # --eval-every skips epochs
+    acc.plot([m['epoch'] for m in scored], [100 * m['test_acc'] for m in scored], label='test')
     acc.plot(epochs, [100 * m['train_acc'] for m in metrics], label='train (augmented)')
     acc.set(xlabel='epoch', ylabel='accuracy (%)', title='accuracy')
     acc.legend()

@@ -98,8 +98,9 @@ def cpu_claim(s):
     Epochs so that SGD's train accuracy saturates on the small sets (same step budget per cell)."""
     epochs = {5000: 400, 10000: 300, 50000: 100}
     methods = [{}] + [dict(beta=50, lr=1.0, lam_conv=lam, lam_fc=lam / 10) for lam in (1e-5, 2e-5, 5e-5)]
+    # on 5k images an epoch's training is a fifth of its evaluation and plotting: do those 40 times a run
     return [dict(arch='s_fc', dataset='cifar10', alpha=alpha, train_size=n if n < 45000 else None,
-                 epochs=epochs[n], augment='basic', **method)
+                 epochs=epochs[n], augment='basic', eval_every=epochs[n] // 40, save_every=epochs[n] // 40, **method)
             for n in (5000, 10000, 50000) for alpha in (4, 8) for method in methods]
 
 
@@ -158,7 +159,7 @@ def grid(experiment, scale, dataset=None, epochs=None, alpha=None, seeds=1):
 NAME_PARTS = [('arch', ''), ('dataset', ''), ('alpha', 'a'), ('width', 'w'), ('kernel_size', 'k'), ('epochs', 'e'),
               ('batch_size', 'bs'), ('train_size', 'n'), ('augment', 'aug-'), ('permute_pixels', 'perm'), ('lr', 'lr'),
               ('momentum', 'm'), ('weight_decay', 'wd'), ('beta', 'b'), ('lam_conv', 'lc'), ('lam_fc', 'lf'),
-              ('val_size', 'v'), ('seed', 's')]
+              ('val_size', 'v'), ('eval_every', 'ev'), ('save_every', 'se'), ('seed', 's')]
 
 
 def run_name(run):

@@ -194,6 +194,16 @@ def test_train_size_is_a_balanced_recorded_subset(tiny_dir, tmp_path, capsys):
     assert not np.array_equal(keep, data.balanced_subset(y, 25, seed=2))
 
 
+def test_eval_every(tiny_dir, tmp_path):
+    assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '5', '--eval-every', '2',
+               '--val-size', '40') == 0
+    metrics = read_metrics(tmp_path)
+    assert [m['epoch'] for m in metrics if m['test_acc'] is not None] == [2, 4, 5]  # and always the last
+    assert all((m['val_acc'] is None) == (m['test_acc'] is None) for m in metrics)
+    summary = json.load(open(tmp_path / 'summary.json'))
+    assert summary['selected_epoch'] in (2, 4, 5) and summary['final_test_acc'] == metrics[-1]['test_acc']
+
+
 def test_save_every(tiny_dir, tmp_path):
     assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '3', '--save-every', '2') == 0
     progress = json.loads(str(np.load(tmp_path / 'checkpoint.npz', allow_pickle=False)['progress']))
