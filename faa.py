@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from models import get_array_module
+from report import to_numpy
 
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'faa_policies.json')) as _f:
     _SPEC = json.load(_f)
@@ -22,10 +23,6 @@ OPS = tuple(RANGES)  # the 15 ops the two policies use
 SIGNED = frozenset(_SPEC['random_sign_ops'])  # the reference negates their value with probability 1/2
 POLICIES = {name: _SPEC[name] for name in ('fa_reduced_cifar10', 'fa_reduced_svhn')}
 CUTOUT_FILL = (125, 123, 114)  # the reference's in-policy Cutout colour
-
-
-def _host(value):
-    return value.get() if hasattr(value, 'get') else np.asarray(value, np.float64)  # cupy -> numpy
 
 
 def _grey(x):
@@ -171,7 +168,7 @@ def faa_op(name, x, value=None, rng=None):
     n, h, w, _ = x.shape
     if name in ('AutoContrast', 'Invert', 'Equalize'):
         return {'AutoContrast': _autocontrast, 'Invert': lambda x: 255 - x, 'Equalize': _equalize}[name](x)
-    v = _host(value).reshape(-1)
+    v = to_numpy(value).astype(np.float64).reshape(-1)  # values live on the host, like every draw
     lo, hi = RANGES[name]
     if len(v) != n or not np.all((v >= lo - 1e-9) & (v <= hi + 1e-9)):
         raise ValueError(f'{name}: expected {n} values in [{lo}, {hi}], got {len(v)} in '
