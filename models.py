@@ -355,10 +355,28 @@ class Flatten:
         return 'Flatten()'
 
 
+def splitmix64(z):
+    """splitmix64's output function (Steele, Lea & Flood 2014) on uint64 arrays, elementwise."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def uniform_bits(shape, key, xp):
+    """64 random bits per element, counter-based: splitmix64(start + (i + 1) * golden gamma) for
+    element i, start = splitmix64(key). No generator object, so nothing to create per call or to
+    checkpoint, and the same bits on NumPy and CuPy (uint64 products wrap on both). The key is
+    mixed first: keys k and k + 1 would otherwise give one stream shifted by an element."""
+    gamma = np.uint64(0x9E3779B97F4A7C15)
+    start = splitmix64(xp.full(1, key % 2 ** 64, dtype=np.uint64))
+    return splitmix64(start + xp.arange(1, math.prod(shape) + 1, dtype=np.uint64) * gamma).reshape(shape)
+
+
 class Dropout:
     """Inverted dropout: zero each unit with probability p in training, scale the rest by 1/(1-p).
-    The mask generator is reseeded from (seed, number of calls), so a resumed run draws the same
-    masks; the call count is a buffer and travels with checkpoints.
+    The mask comes from uniform_bits keyed by (seed, number of calls): one layer's masks are a
+    function of where the run is, identical on NumPy and CuPy, and a resumed run draws the same
+    masks (the call count is a buffer and travels with checkpoints).
     """
 
     def __init__(self, p, seed=0):
@@ -370,9 +388,10 @@ class Dropout:
             self.mask = None
             return x
         xp = get_array_module(x)
-        rng = xp.random.RandomState((self.seed * 1_000_003 + int(self.calls[0])) % 2 ** 32)
+        bits = uniform_bits(x.shape, (self.seed << 32) + int(self.calls[0]), xp)
         self.calls += 1
-        self.mask = (rng.random_sample(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(1 - self.p)
+        keep = (bits >> np.uint64(40)) >= np.uint64(round(self.p * 2 ** 24))  # top 24 bits: P = 1 - p
+        self.mask = keep.astype(x.dtype) * x.dtype.type(1 / (1 - self.p))
         return x * self.mask
 
     def backward(self, dout):

@@ -168,3 +168,38 @@ def test_float32_stays_float32():
         assert logits.dtype == dx.dtype == loss.dtype == np.float32, arch
         for name, p, g in model.params():
             assert p.dtype == g.dtype == np.float32, (arch, name)
+
+
+def test_uniform_bits_are_splitmix64():
+    """The constants are the published ones: splitmix64 seeded with 0 first returns 0xE220A8397B1DCDAF;
+    the top 24 bits of a million draws are uniform, and consecutive keys give unrelated streams."""
+    gamma = np.uint64(0x9E3779B97F4A7C15)
+    assert int(models.splitmix64(np.array([gamma]))[0]) == 0xE220A8397B1DCDAF
+    a, b = models.uniform_bits((1000, 1000), 7, np), models.uniform_bits((1000, 1000), 8, np)
+    counts = np.bincount((a >> np.uint64(56)).ravel().astype(np.int64), minlength=256)  # top byte
+    chi2 = ((counts - 1e6 / 256) ** 2 / (1e6 / 256)).sum()
+    assert chi2 < 400, chi2  # 255 degrees of freedom: mean 255, sd 22.6
+    top_a, top_b = (a >> np.uint64(40)).ravel().astype(np.float64), (b >> np.uint64(40)).ravel().astype(np.float64)
+    assert abs(np.corrcoef(top_a, top_b)[0, 1]) < 0.005
+    assert abs(np.corrcoef(top_a[1:], top_b[:-1])[0, 1]) < 0.005  # not one stream shifted by one
+    assert np.array_equal(models.uniform_bits((3, 4), 7, np), a.ravel()[:12].reshape(3, 4))  # a counter: prefix-stable
+
+
+def test_dropout_masks_change_per_call_and_replay_from_the_call_count(xp):
+    layer = models.Dropout(0.25, seed=3)
+    x = xp.ones((64, 300), np.float32)
+    first = layer.forward(x) != 0
+    second = layer.forward(x) != 0
+    assert not bool((first == second).all()) and abs(float(first.mean()) - 0.75) < 0.01
+    layer.calls[:] = 0
+    assert bool(((layer.forward(x) != 0) == first).all())
+    assert layer.mask.dtype == np.float32
+
+
+def test_dropout_masks_on_cupy_equal_numpy(xp):
+    if xp is np:
+        pytest.skip('compares CuPy with NumPy')
+    x = np.random.default_rng(0).standard_normal((32, 100)).astype(np.float32)
+    on_cpu, on_gpu = models.Dropout(0.4, seed=9), models.Dropout(0.4, seed=9)
+    for _ in range(3):
+        assert np.array_equal(on_cpu.forward(x), xp.asnumpy(on_gpu.forward(xp.asarray(x))))
