@@ -206,31 +206,45 @@ def channel_stats(x):
 
 # ----------------------------------------------------------------------------- augmentation
 # Batch-at-once array ops on the training device. Random draws are small (a few ints per
-# image) and come from a numpy Generator on the host, so they are identical on both backends.
+# image) and come from a numpy Generator on the host, so they are identical on both backends;
+# each op is split in two, its draws (host) and its array work (x's device), so that the Loader
+# can make a whole epoch's draws at once and move them to the device in one copy.
 
-def crop_flip(x, rng, pad=4, crop=True, flip=True):
-    """x: uint8 (N, H, W, C) -> same shape. A random crop of the image zero-padded by `pad`, and
-    a horizontal flip with probability 1/2, as one gather."""
-    xp = get_array_module(x)
-    n, h, w, _ = x.shape
+def crop_flip_draws(n, rng, pad=4, crop=True, flip=True):
+    """(3, N) int64 on the host: per image the crop's row and column offset into the image
+    zero-padded by `pad` (uniform in 0..2*pad), and whether it is flipped (probability 1/2)."""
     dy, dx = rng.integers(0, 2 * pad + 1, (2, n)) if crop else np.full((2, n), pad)
     flipped = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
-    rows = dy[:, None] + np.arange(h)  # (N, H) rows of the padded image
-    cols = dx[:, None] + np.where(flipped[:, None], np.arange(w)[::-1], np.arange(w))  # (N, W)
+    return np.stack([dy, dx, flipped])
+
+
+def crop_flip(x, draws, pad=4):
+    """x: uint8 (N, H, W, C) -> same shape: the crops and flips of crop_flip_draws (on the host or
+    on x's device) as one gather."""
+    xp = get_array_module(x)
+    n, h, w, _ = x.shape
+    dy, dx, flipped = xp.asarray(draws)  # no copy where they are on x's device already
+    rows = dy[:, None] + xp.arange(h)  # (N, H) rows of the padded image
+    cols = dx[:, None] + xp.where(flipped[:, None] == 1, xp.arange(w)[::-1], xp.arange(w))  # (N, W)
     padded = xp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    return padded[xp.arange(n)[:, None, None], xp.asarray(rows)[:, :, None], xp.asarray(cols)[:, None, :]]
+    return padded[xp.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def cutout(x, rng, size):
-    """x: (N, C, H, W) -> a copy with one size x size square zeroed per image, centred uniformly
-    and clipped at the borders (DeVries & Taylor 2017; kakaobrain's CutoutDefault)."""
+def cutout_draws(n, h, w, rng):
+    """(2, N) int64 on the host: the centre row and column of each image's Cutout square."""
+    return np.stack([rng.integers(0, h, n), rng.integers(0, w, n)])
+
+
+def cutout(x, draws, size):
+    """x: (N, C, H, W) -> a copy with one size x size square zeroed per image, centred at
+    cutout_draws and clipped at the borders (DeVries & Taylor 2017; kakaobrain's CutoutDefault)."""
     xp = get_array_module(x)
     n, _, h, w = x.shape
-    cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
-    y0, y1 = np.clip(cy - size // 2, 0, h), np.clip(cy + size // 2, 0, h)
-    x0, x1 = np.clip(cx - size // 2, 0, w), np.clip(cx + size // 2, 0, w)
-    rows = (xp.arange(h) >= xp.asarray(y0)[:, None]) & (xp.arange(h) < xp.asarray(y1)[:, None])  # (N, H)
-    cols = (xp.arange(w) >= xp.asarray(x0)[:, None]) & (xp.arange(w) < xp.asarray(x1)[:, None])  # (N, W)
+    cy, cx = xp.asarray(draws)
+    y0, y1 = xp.clip(cy - size // 2, 0, h), xp.clip(cy + size // 2, 0, h)
+    x0, x1 = xp.clip(cx - size // 2, 0, w), xp.clip(cx + size // 2, 0, w)
+    rows = (xp.arange(h) >= y0[:, None]) & (xp.arange(h) < y1[:, None])  # (N, H)
+    cols = (xp.arange(w) >= x0[:, None]) & (xp.arange(w) < x1[:, None])  # (N, W)
     return x * ~(rows[:, None, :, None] & cols[:, None, None, :])
 
 
@@ -270,24 +284,48 @@ class Loader:
 
     def epoch(self, epoch, start=0):
         """Yield the batches of `epoch`, from step `start` on."""
-        n = len(self.labels)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.train else np.arange(n)
-        for step in range(start, len(self)):
-            idx = self.xp.asarray(order[step * self.batch_size:(step + 1) * self.batch_size])
-            rng = np.random.default_rng([self.seed, epoch, step]) if self.train else None
-            yield self.batch(idx, rng)
+        n, b, xp = len(self.labels), self.batch_size, self.xp
+        if not self.train:
+            for step in range(start, len(self)):
+                yield self.augment(slice(step * b, (step + 1) * b))  # in order: a view, no gather
+            return
+        # the epoch's order and every draw of its batches, made on the host now (each batch's from
+        # its own (seed, epoch, step) generator, as batch() makes them) and moved to the device in
+        # one copy each: a batch then waits on no host-to-device copy but its policy's few
+        order = xp.asarray(np.random.default_rng([self.seed, epoch]).permutation(n))
+        steps = range(start, len(self))
+        plans, shifts, holes = zip(*[self.draws(b, np.random.default_rng([self.seed, epoch, step]))
+                                     for step in steps]) if len(steps) else ((), (), ())
+        shifts = xp.asarray(np.stack(shifts)) if shifts and shifts[0] is not None else [None] * len(steps)
+        holes = xp.asarray(np.stack(holes)) if holes and holes[0] is not None else [None] * len(steps)
+        for i, step in enumerate(steps):
+            yield self.augment(order[step * b:(step + 1) * b], plans[i], shifts[i], holes[i])
+
+    def draws(self, n, rng):
+        """Every random number a training batch of n images needs, from rng, on the host, in the
+        reference's order: the policy's plan, the crop + flip draws, Cutout's centres (None
+        for what is switched off)."""
+        h, w = self.images.shape[1:3]
+        plan = faa.plan(self.policy, n, rng, (h, w)) if self.policy is not None else None
+        shifts = crop_flip_draws(n, rng, crop=self.crop, flip=self.flip) if self.crop or self.flip else None
+        holes = cutout_draws(n, h, w, rng) if self.cutout else None
+        return plan, shifts, holes
 
     def batch(self, idx, rng=None):
+        """One batch of the images at idx: augmented with draws from rng in training, else as they are."""
+        return self.augment(idx, *self.draws(len(idx), rng)) if rng is not None else self.augment(idx)
+
+    def augment(self, idx, plan=None, shifts=None, holes=None):
         # the reference order: FAA policy, crop, flip, normalise, Cutout
         x = self.images[idx]  # uint8 (B, H, W, C)
-        if rng is not None and self.policy is not None:
-            x = faa.apply_policy(x, self.policy, rng)
-        if rng is not None and (self.crop or self.flip):
-            x = crop_flip(x, rng, crop=self.crop, flip=self.flip)
+        if plan is not None:
+            x = faa.apply_plan(x, plan)
+        if shifts is not None:
+            x = crop_flip(x, shifts)
         x = (x.astype(np.float32) - self.mean) * self.inv_std
         x = self.xp.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (B, C, H, W)
-        if rng is not None and self.cutout:
-            x = cutout(x, rng, self.cutout)  # after normalising, as kakaobrain: the hole is the mean
+        if holes is not None:
+            x = cutout(x, holes, self.cutout)  # after normalising, as kakaobrain: the hole is the mean
         if self.permutation is not None:
             x = permute_pixels(x, self.permutation)
         return x, self.labels[idx]

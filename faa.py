@@ -23,6 +23,7 @@ OPS = tuple(RANGES)  # the 15 ops the two policies use
 SIGNED = frozenset(_SPEC['random_sign_ops'])  # the reference negates their value with probability 1/2
 POLICIES = {name: _SPEC[name] for name in ('fa_reduced_cifar10', 'fa_reduced_svhn')}
 CUTOUT_FILL = (125, 123, 114)  # the reference's in-policy Cutout colour
+UNVALUED = ('AutoContrast', 'Invert', 'Equalize')  # the ops that take no value
 
 
 def _grey(x):
@@ -139,14 +140,19 @@ def _smooth(x):
     return out
 
 
-def _cutout_abs(x, size, rng):
-    """The reference's in-policy Cutout: a filled square of side about `size` px per image, its
-    centre uniform in (1, W] x (1, H] (numpy's uniform(W) is uniform(low=W, high=1)); Pillow fills
-    columns x0..int(x1) and rows y0..int(y1) inclusive."""
+def _cutout_centres(n, h, w, rng):
+    """The reference's in-policy Cutout centres: uniform in (1, W] x (1, H] (numpy's uniform(W)
+    is uniform(low=W, high=1)), x drawn first. Host float64 (N,) each."""
+    cx = w + (1.0 - w) * rng.random(n)
+    cy = h + (1.0 - h) * rng.random(n)
+    return cx, cy
+
+
+def _cutout_abs(x, size, cx, cy):
+    """The reference's in-policy Cutout: a filled square of side about `size` px per image around
+    (cx, cy); Pillow fills columns x0..int(x1) and rows y0..int(y1) inclusive."""
     xp = get_array_module(x)
     n, h, w, _ = x.shape
-    cx = w + (1.0 - w) * rng.random(n)  # the reference draws x first
-    cy = h + (1.0 - h) * rng.random(n)
     x0, y0 = np.maximum(0, cx - size / 2).astype(int), np.maximum(0, cy - size / 2).astype(int)
     x1, y1 = np.minimum(w, x0 + size).astype(int), np.minimum(h, y0 + size).astype(int)
     rows = (xp.arange(h) >= xp.asarray(y0)[:, None]) & (xp.arange(h) <= xp.asarray(y1)[:, None])  # (N, H)
@@ -162,17 +168,27 @@ def faa_op(name, x, value=None, rng=None):
     none). Returns new uint8 images (N, H, W, C). rng (numpy Generator): Cutout's centres."""
     if name not in RANGES:
         raise ValueError(f"unknown Fast AutoAugment op {name!r}; the ops are {', '.join(OPS)}")
-    xp = get_array_module(x)
     if x.dtype != np.uint8 or x.ndim != 4:
         raise ValueError(f'{name}: expected uint8 images (N, H, W, C), got {x.dtype} {x.shape}')
     n, h, w, _ = x.shape
-    if name in ('AutoContrast', 'Invert', 'Equalize'):
-        return {'AutoContrast': _autocontrast, 'Invert': lambda x: 255 - x, 'Equalize': _equalize}[name](x)
+    if name in UNVALUED:
+        return _op(name, x)
     v = to_numpy(value).astype(np.float64).reshape(-1)  # values live on the host, like every draw
     lo, hi = RANGES[name]
     if len(v) != n or not np.all((v >= lo - 1e-9) & (v <= hi + 1e-9)):
         raise ValueError(f'{name}: expected {n} values in [{lo}, {hi}], got {len(v)} in '
                          f'[{v.min() if len(v) else None}, {v.max() if len(v) else None}]')
+    if name == 'Cutout' and rng is None:
+        raise ValueError('Cutout draws its centres: pass rng, a numpy Generator')
+    return _op(name, x, v, _cutout_centres(n, h, w, rng) if name == 'Cutout' else None)
+
+
+def _op(name, x, v=None, centres=None):
+    """faa_op without its checks: v float64 (N,) on the host, in range; centres: Cutout's."""
+    if name in UNVALUED:
+        return {'AutoContrast': _autocontrast, 'Invert': lambda x: 255 - x, 'Equalize': _equalize}[name](x)
+    xp = get_array_module(x)
+    n, h, w, _ = x.shape
     zeros, ones = np.zeros(n), np.ones(n)
     if name == 'ShearX':
         return _affine(x, ones, v, zeros, zeros, ones, zeros)
@@ -199,9 +215,7 @@ def faa_op(name, x, value=None, rng=None):
         return _blend(xp.zeros_like(x), x, v)
     if name == 'Sharpness':  # blend with the smoothed image
         return _blend(_smooth(x), x, v)
-    if rng is None:
-        raise ValueError('Cutout draws its centres: pass rng, a numpy Generator')
-    return _cutout_abs(x, v * w, rng)  # Cutout: a fraction of the side
+    return _cutout_abs(x, v * w, *centres)  # Cutout: a fraction of the side
 
 
 def policy_arrays(policy):
@@ -227,17 +241,34 @@ def draw(policy, n, rng):
     return chosen, op, np.where(flip, -value, value), applied
 
 
-def apply_policy(x, policy, rng):
-    """uint8 images (N, H, W, C) -> augmented copies: per image, its drawn sub-policy's ops in
-    order, the second op seeing the first's output. The loop is over op slots and op names,
-    never over images."""
-    xp = get_array_module(x)
-    _, op, value, applied = draw(policy, len(x), rng)
-    x = x.copy()
+def plan(policy, n, rng, size=(32, 32)):
+    """Every draw the policy makes for a batch of n images of size (H, W), on the host and in the
+    reference's order (draw(), then Cutout's centres as its ops come): a list of
+    (op name, image indices, values, Cutout centres or None), in the order they apply."""
+    _, op, value, applied = draw(policy, n, rng)
+    steps = []
     for slot in range(op.shape[1]):
         for k, name in enumerate(OPS):
             which = np.flatnonzero(applied[:, slot] & (op[:, slot] == k))
             if len(which):
-                idx = xp.asarray(which)
-                x[idx] = faa_op(name, x[idx], value[which, slot], rng)
+                centres = _cutout_centres(len(which), *size, rng) if name == 'Cutout' else None
+                steps.append((name, which, value[which, slot], centres))
+    return steps
+
+
+def apply_plan(x, steps):
+    """uint8 images (N, H, W, C) -> augmented copies: each image through its sub-policy's ops in
+    order, the second op seeing the first's output. The loop is over op slots and op names,
+    never over images. Each step moves its few hundred indices and values to x's device: which
+    op touches which image is decided on the host."""
+    xp = get_array_module(x)
+    x = x.copy()
+    for name, which, value, centres in steps:
+        idx = xp.asarray(which)
+        x[idx] = _op(name, x[idx], value, centres)
     return x
+
+
+def apply_policy(x, policy, rng):
+    """plan() then apply_plan(): one sub-policy per image of x, drawn from rng."""
+    return apply_plan(x, plan(policy, len(x), rng, x.shape[1:3]))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import data
+import report
 from conftest import HAVE_CIFAR10, SHARED_DATA
 from fixtures import make_cifar10, make_cifar100, make_svhn, md5
 
@@ -179,7 +180,7 @@ def images(n=16, seed=0):
 
 def test_crop_shifts_by_at_most_four(xp):
     x = images()
-    out = data.crop_flip(xp.asarray(x), np.random.default_rng(0), flip=False)
+    out = data.crop_flip(xp.asarray(x), data.crop_flip_draws(len(x), np.random.default_rng(0), flip=False))
     out = out.get() if hasattr(out, 'get') else out
     assert out.shape == x.shape
     padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
@@ -191,8 +192,9 @@ def test_crop_shifts_by_at_most_four(xp):
 
 def test_flip_twice_is_identity():
     x = images()
-    once = data.crop_flip(x, np.random.default_rng(3), crop=False)
-    twice = data.crop_flip(once, np.random.default_rng(3), crop=False)
+    draws = data.crop_flip_draws(len(x), np.random.default_rng(3), crop=False)
+    once = data.crop_flip(x, draws)
+    twice = data.crop_flip(once, draws)
     assert np.array_equal(twice, x)
     flipped = [i for i in range(len(x)) if not np.array_equal(once[i], x[i])]
     assert 0 < len(flipped) < len(x)
@@ -201,7 +203,7 @@ def test_flip_twice_is_identity():
 
 def test_cutout_zeroes_one_clipped_square():
     x = np.ones((200, 3, 32, 32), np.float32)
-    out = data.cutout(x, np.random.default_rng(0), 16)
+    out = data.cutout(x, data.cutout_draws(len(x), 32, 32, np.random.default_rng(0)), 16)
     for img in out:
         holes = np.argwhere(img[0] == 0)
         assert np.all(img == img[0]), 'every channel has the same hole'
@@ -247,6 +249,21 @@ def test_same_seed_same_batches_and_resume():
     assert not np.array_equal(first[0], next(a.epoch(1))[0])  # reshuffled each epoch
     resumed = [x for x, _ in a.epoch(0, start=1)]
     assert all(np.array_equal(p, q) for p, q in zip(first[1:], resumed)) and len(resumed) == 2
+
+
+def test_an_epoch_is_its_batches_drawn_one_by_one(xp):
+    """epoch() draws the whole epoch at once and moves the draws to the device in one copy; each
+    batch is still the one batch() makes from its own (seed, epoch, step) generator, so a run
+    resumed at any step sees the same batches."""
+    x, y = images(50), np.arange(50) % 10
+    for kwargs in (dict(policy='fa_reduced_cifar10', cutout=16), dict(), dict(crop=False, flip=False), dict(flip=False)):
+        loader = data.Loader(x, y, 16, xp, mean=[100, 110, 120], std=[50, 60, 70], train=True, seed=4, **kwargs)
+        order = np.random.default_rng([4, 5]).permutation(50)
+        for step, (batch, labels) in enumerate(loader.epoch(5), start=0):
+            idx = order[step * 16:(step + 1) * 16]
+            want, want_labels = loader.batch(xp.asarray(idx), np.random.default_rng([4, 5, step]))
+            assert bool((batch == want).all()) and bool((labels == want_labels).all()), (kwargs, step)
+            assert np.array_equal(report.to_numpy(labels), y[idx])
 
 
 def test_permutation_same_for_train_and_test():

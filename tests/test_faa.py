@@ -166,7 +166,7 @@ def test_loader_faa_pipeline_is_seeded_and_basic_is_unchanged():
     assert not np.array_equal(first[0][0], first[1][0])
     basic = data.Loader(x, y, 16, np, mean=[100, 110, 120], std=[50, 60, 70], train=True)
     idx, rng = np.arange(16), np.random.default_rng([0, 3, 0])
-    by_hand = data.crop_flip(x[idx], rng)
+    by_hand = data.crop_flip(x[idx], data.crop_flip_draws(len(idx), rng))
     want = ((by_hand.astype(np.float32) - basic.mean) * basic.inv_std).transpose(0, 3, 1, 2)
     assert np.array_equal(basic.batch(idx, np.random.default_rng([0, 3, 0]))[0], want)  # no policy: the draws of old
 
