@@ -100,8 +100,9 @@ class Linear:
         return f'Linear({self.W.shape[0]}, {self.W.shape[1]}, bias={self.b is not None})'
 
 
-def im2col(x, k, stride, pad):
-    """x: (N, H, W, C) -> cols: (N, H', W', k, k, C), H' = (H + 2*pad - k) // stride + 1.
+def im2col(x, k, stride, pad, positions_first=False):
+    """x: (N, H, W, C) -> cols: (N, H', W', k, k, C), H' = (H + 2*pad - k) // stride + 1;
+    with positions_first, (H', W', N, k, k, C) in the same one copy.
 
     Channels last: each row of a window is k*C inputs that sit together in memory, so the one
     copy below moves runs of k*C floats (channels first, it moved runs of k: 2-13x slower on
@@ -116,7 +117,7 @@ def im2col(x, k, stride, pad):
     s_n, s_h, s_w, s_c = x.strides
     windows = xp.lib.stride_tricks.as_strided(  # (N, H', W', k, k, C), a view of x
         x, (n, h_out, w_out, k, k, c), (s_n, s_h * stride, s_w * stride, s_h, s_w, s_c))
-    return xp.ascontiguousarray(windows)
+    return xp.ascontiguousarray(windows.transpose(1, 2, 0, 3, 4, 5) if positions_first else windows)
 
 
 def col2im(cols, x_shape, k, stride, pad):
@@ -194,13 +195,22 @@ class Conv2d:
         return f'Conv2d({kkc // self.k ** 2}, {f}, k={self.k}, stride={self.stride}, pad={self.pad})'
 
 
+def _positions_first(xp):
+    """Whether Local2d keeps its columns position-major (CuPy) or image-major (NumPy)."""
+    return xp is not np
+
+
 class Local2d:
     """Locally connected layer: Conv2d's geometry, but its own filter at every output position.
     x: (N, H, W, C) -> out: (N, H', W', F), H' = (H + 2*pad - k) // stride + 1.
     W: (P, k*k*C, F) with P = H'*W'. Forward and backward are batched matrix products over the
-    P positions; no Python loop over positions, no unfold + einsum. The position-major views
-    below are strided, but every matrix in them has rows of contiguous floats, so NumPy's
-    matmul hands each to BLAS without a copy (CuPy's copies them contiguous first).
+    P positions; no Python loop over positions, no unfold + einsum.
+    The columns' layout is the backend's (_positions_first). NumPy hands strided matrices to BLAS
+    as they are when their rows are contiguous, so on NumPy the columns stay image-major, as
+    im2col makes them, and the products read position-major views of them. CuPy's batched matmul
+    copies every operand that is not C-contiguous and writes through a temporary unless out= is,
+    so on CuPy im2col makes them position-major (P, N, kkC) in its one copy, and the products
+    read and write contiguous arrays but for two transposed operands (cols and W in backward).
     """
 
     def __init__(self, c_in, c_out, k, stride, pad, h, w, rng, conv_like=True, dtype=np.float32):
@@ -212,10 +222,15 @@ class Local2d:
 
     def forward(self, x, train=True):
         xp = get_array_module(x)
-        self.x_shape = x.shape
-        self.cols = im2col(x, self.k, self.stride, self.pad)  # (N, H', W', k, k, C)
-        n, h_out, w_out = self.cols.shape[:3]
+        self.x_shape, self.positions_first = x.shape, _positions_first(xp)
         p, kkc, f = self.W.shape
+        n = x.shape[0]
+        self.cols = im2col(x, self.k, self.stride, self.pad, self.positions_first)
+        if self.positions_first:  # cols (H', W', N, k, k, C)
+            h_out, w_out = self.cols.shape[:2]
+            out = xp.matmul(self.cols.reshape(p, n, kkc), self.W)  # (P, N, F)
+            return xp.ascontiguousarray(out.transpose(1, 0, 2)).reshape(n, h_out, w_out, f)
+        h_out, w_out = self.cols.shape[1:3]  # cols (N, H', W', k, k, C)
         out = xp.empty((n, p, f), dtype=x.dtype)
         xp.matmul(self.cols.reshape(n, p, kkc).transpose(1, 0, 2), self.W,  # (P, N, kkC) @ (P, kkC, F)
                   out=out.transpose(1, 0, 2))
@@ -226,12 +241,23 @@ class Local2d:
         p, kkc, f = self.W.shape
         n = dout.shape[0]
         dout = dout.reshape(n, p, f).transpose(1, 0, 2)  # (P, N, F)
-        xp.matmul(self.cols.reshape(n, p, kkc).transpose(1, 2, 0), dout, out=self.dW)  # (P, kkC, F)
+        if self.positions_first:
+            dout = xp.ascontiguousarray(dout)  # the copy CuPy's matmul would make, made once for both products
+            cols = self.cols.reshape(p, n, kkc)
+        else:
+            cols = self.cols.reshape(n, p, kkc).transpose(1, 0, 2)  # (P, N, kkC), a view
+        xp.matmul(cols.transpose(0, 2, 1), dout, out=self.dW)  # (P, kkC, N) @ (P, N, F)
         if not need_dx:
             return None
-        dcols = xp.empty((n, p, kkc), dtype=dout.dtype)
-        xp.matmul(dout, self.W.transpose(0, 2, 1), out=dcols.transpose(1, 0, 2))  # (P, N, kkC)
-        return col2im(dcols.reshape(self.cols.shape), self.x_shape, self.k, self.stride, self.pad)
+        if self.positions_first:
+            dcols = xp.matmul(dout, self.W.transpose(0, 2, 1))  # (P, N, kkC)
+            k_k_c = self.cols.shape[3:]
+            dcols = dcols.reshape(*self.cols.shape[:3], *k_k_c).transpose(2, 0, 1, 3, 4, 5)  # (N, H', W', k, k, C) view
+        else:
+            dcols = xp.empty((n, p, kkc), dtype=dout.dtype)
+            xp.matmul(dout, self.W.transpose(0, 2, 1), out=dcols.transpose(1, 0, 2))  # (P, N, kkC)
+            dcols = dcols.reshape(self.cols.shape)
+        return col2im(dcols, self.x_shape, self.k, self.stride, self.pad)
 
     def params(self):
         yield 'W', self.W, self.dW

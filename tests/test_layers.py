@@ -41,10 +41,23 @@ def test_conv2d(c_in, c_out, k, stride, pad):
 
 @pytest.mark.parametrize('c_in,c_out,k,stride,pad', [
     (3, 4, 3, 1, 1), (3, 4, 3, 2, 1), (2, 5, 3, 1, 0), (2, 5, 3, 2, 0), (3, 2, 5, 2, 2)])
-def test_local2d(c_in, c_out, k, stride, pad):
-    rng = np.random.default_rng(0)
-    layer = models.Local2d(c_in, c_out, k, stride, pad, 7, 6, rng, dtype=F64)
-    check_layer(layer, rng.standard_normal((2, 7, 6, c_in)), 1e-7)
+@pytest.mark.parametrize('positions_first', [False, True], ids=['image-major', 'position-major'])
+def test_local2d(c_in, c_out, k, stride, pad, positions_first, monkeypatch):
+    """Both column layouts, each gradient-checked, and the same numbers from either: the
+    position-major one is CuPy's (_positions_first), run here on NumPy."""
+    results = []
+    for layout in (False, positions_first):
+        monkeypatch.setattr(models, '_positions_first', lambda xp: layout)
+        rng = np.random.default_rng(0)
+        layer = models.Local2d(c_in, c_out, k, stride, pad, 7, 6, rng, dtype=F64)
+        x = rng.standard_normal((2, 7, 6, c_in))
+        out = layer.forward(x)
+        dout = rng.standard_normal(out.shape)
+        results.append((out, layer.backward(dout), layer.dW.copy()))
+        assert (layer.cols.shape[:3] == out.shape[1:3] + (2,)) == layout
+    for a, b in zip(*results):
+        assert a.shape == b.shape and np.allclose(a, b, rtol=1e-12, atol=1e-12)
+    check_layer(layer, x, 1e-7)
 
 
 @pytest.mark.parametrize('shape', [(6, 5), (4, 5, 4, 3)])  # (N, F) and (N, H, W, F)
