@@ -8,13 +8,16 @@
     python bench.py --epoch --device gpu --arch s_fc --alpha 150 --batch-size 512   # one whole epoch, data included
 
 Each net runs in a fresh process, so its peak resident memory is its own. Times are the median
-and minimum over --steps steps after --warmup; GPU timings synchronise before reading the clock.
+and minimum over --steps steps after --warmup; on a GPU they are CUDA events, and the device's
+own square matmul rate is measured in float32 and with TF32 tensor cores.
 Rates count the multiply-adds of the linear, conv and local layers (2 flops each) of forward,
 weight gradient and input gradient (none for the first layer: its input needs none).
 """
 import argparse
+import itertools
 import json
 import multiprocessing
+import os
 import resource
 import time
 
@@ -33,24 +36,52 @@ def backend(device):
 
 
 def timer(xp):
-    """A clock that waits for the GPU first, so it times work done, not work queued."""
+    """(mark, seconds): mark() notes a point in time, seconds(a, b) is the time between two marks.
+    On a GPU the marks are CUDA events recorded in the stream: they time the work the GPU did
+    between them without stopping the host at each mark; seconds() waits for the later one."""
     if xp is np:
-        return time.perf_counter
-    return lambda: (xp.cuda.Device().synchronize(), time.perf_counter())[1]
+        return time.perf_counter, lambda a, b: b - a
+
+    def mark():
+        event = xp.cuda.Event()
+        event.record()
+        return event
+
+    def seconds(a, b):
+        b.synchronize()
+        return xp.cuda.get_elapsed_time(a, b) / 1e3  # milliseconds -> seconds
+    return mark, seconds
 
 
 def matmul_rate(xp, a_shape, b_shape, repeat=5):
     """float32 GFLOP/s of a @ b (batched if 3-D) on xp, best of `repeat`."""
     a = xp.ones(a_shape, np.float32)
     b = xp.ones(b_shape, np.float32)
-    clock, best = timer(xp), float('inf')
+    (mark, seconds), best = timer(xp), float('inf')
     a @ b
     for _ in range(repeat):
-        t0 = clock()
+        t0 = mark()
         a @ b
-        best = min(best, clock() - t0)
+        best = min(best, seconds(t0, mark()))
     flops = 2 * np.prod(a_shape) * b_shape[-1]
     return flops / best / 1e9
+
+
+def gpu_matmul_rates(square=8192):
+    """The GPU's square float32 matmul rate with and without TF32 tensor cores, GFLOP/s. CuPy
+    reads CUPY_TF32 once, at its first matmul, so each runs in a fresh process."""
+    spawn = multiprocessing.get_context('spawn')
+    rates = {}
+    for name, tf32 in (('float32', '0'), ('tf32', '1')):
+        with spawn.Pool(1) as pool:
+            rates[name] = pool.apply(_matmul_rate_with, (tf32, square))
+    return rates
+
+
+def _matmul_rate_with(tf32, square):
+    os.environ['CUPY_TF32'] = tf32
+    import models
+    return matmul_rate(models.cupy, (square, square), (square, square))
 
 
 def largest_layer(model, batch):
@@ -89,29 +120,31 @@ def bench_one(arch, alpha, batch, steps, warmup, device, opt):
     y = xp.asarray(rng.integers(0, 10, batch))
     groups = blasso.param_groups(model, 2e-5, 5e-6, verbose=False)
     velocity = {}
-    clock = timer(xp)
+    mark, seconds = timer(xp)
     times = {'forward': [], 'backward': [], 'update': [], 'step': []}
     for i in range(warmup + steps):
-        t0 = clock()
+        t0 = mark()
         loss, dlogits = models.softmax_cross_entropy(model.forward(x), y)
-        t1 = clock()
+        t1 = mark()
         model.backward(dlogits, need_dx=False)
-        t2 = clock()
+        t2 = mark()
         if opt == 'blasso':
             blasso.blasso_step(groups, 0.01, 50.0)
         else:
             blasso.sgd_step(model.params(), 0.01, 0.9, 5e-4, velocity)
-        t3 = clock()
+        t3 = mark()
         if i >= warmup:
-            for key, value in zip(times, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
-                times[key].append(value)
+            for key, (a, b) in zip(times, ((t0, t1), (t1, t2), (t2, t3), (t0, t3))):
+                times[key].append(seconds(a, b))
     med = {k: float(np.median(v)) for k, v in times.items()}
     floor = []  # the least any update costs: read every weight and gradient, write the weight
     for _ in range(steps):
-        t0 = clock()
+        t0 = mark()
         for _, p, g in model.params():
             xp.add(p, g, out=p)
-        floor.append(clock() - t0)
+        floor.append(seconds(t0, mark()))
+    # CuPy's memory pool keeps every block it has allocated (nothing here frees it), so what it
+    # holds now is the most the steps needed at once, rounded up to its blocks
     peak = (xp.get_default_memory_pool().total_bytes() / 2 ** 20 if xp is not np
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     a_shape, b_shape = largest_layer(model, batch)
@@ -199,16 +232,19 @@ def epoch_seconds(arch, alpha, batch, device, augment='faa', images=50000):
                          crop=augment != 'none', flip=augment != 'none')
     model = models.to_device(models.build(arch, alpha), xp)
     groups = blasso.param_groups(model, 2e-5, 5e-6, verbose=False)
-    clock = timer(xp)
+    for inputs, labels in itertools.islice(loader.epoch(1), 2):  # untimed: compiles kernels, starts cuBLAS
+        loss, dlogits = models.softmax_cross_entropy(model.forward(inputs), labels)
+        model.backward(dlogits, need_dx=False)
+        blasso.blasso_step(groups, 0.0, 50.0)
     loss_sum = xp.zeros((), np.float64)
-    t0 = clock()
+    t0 = time.perf_counter()  # the host's clock: the epoch as a user waits for it, host work included
     for inputs, labels in loader.epoch(0):
         loss, dlogits = models.softmax_cross_entropy(model.forward(inputs), labels)
         model.backward(dlogits, need_dx=False)
         blasso.blasso_step(groups, 0.01, 50.0)
         loss_sum += loss.astype(np.float64)
     float(loss_sum)  # sync point: the epoch is done
-    return clock() - t0, len(loader)
+    return time.perf_counter() - t0, len(loader)
 
 
 def sparse_vs_dense(run_dir, steps):
@@ -260,6 +296,11 @@ def main(argv=None):
     p.add_argument('--augment', default='faa', choices=['faa', 'basic', 'none'], help='--epoch: the augmentation')
     p.add_argument('--json', action='store_true', help='also print one JSON line per net')
     args = p.parse_args(argv)
+    if args.device == 'gpu' or (args.device == 'auto' and backend('auto') is not np):
+        backend(args.device)  # one line if there is none
+        rates = gpu_matmul_rates()
+        print(f'this GPU, square 8192 matmul: float32 {rates["float32"]:,.0f} GFLOP/s, TF32 {rates["tf32"]:,.0f} GFLOP/s '
+              f'(training runs float32 unless CUPY_TF32=1)')
     if args.epoch:
         for arch in args.arch.split(','):
             seconds, steps = epoch_seconds(arch, args.alpha, args.batch_size, args.device, args.augment)

@@ -35,3 +35,23 @@ def test_unfold_einsum_reference_is_the_same_layer():
 def test_epoch_seconds_runs_a_whole_epoch():
     seconds, steps = bench.epoch_seconds('s_fc', 1, 64, 'cpu', 'faa', images=300)
     assert steps == 300 // 64 and seconds > 0
+
+
+def test_bench_on_gpu(xp):
+    """The GPU figures: CUDA-event timings, the memory pool's peak, both matmul rates."""
+    if xp is np:
+        pytest.skip('the GPU path')
+    r = bench.bench_one('s_fc', 2, 64, steps=2, warmup=1, device='gpu', opt='blasso')
+    assert r['device'] == 'gpu' and r['step_ms'] > 0 and r['peak_mb'] >= r['weights_and_grads_mb']
+    assert r['forward_ms'] + r['backward_ms'] + r['update_ms'] == pytest.approx(r['step_ms'], rel=0.05)  # events add up
+    rates = bench.gpu_matmul_rates(2048)
+    assert rates['float32'] > 0 and rates['tf32'] > 0
+    seconds, steps = bench.epoch_seconds('s_fc', 2, 64, 'gpu', 'faa', images=300)
+    assert steps == 300 // 64 and seconds > 0
+
+
+def test_timer_on_the_host_is_the_perf_counter():
+    mark, seconds = bench.timer(np)
+    a = mark()
+    b = mark()
+    assert 0 <= seconds(a, b) < 1
