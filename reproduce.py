@@ -524,7 +524,11 @@ def gap_png(gaps, out_dir):
     for alpha, points in sorted(gaps.items()):
         ax.plot(*zip(*sorted(points)), marker='o', label=f'alpha {alpha}')
     ax.axhline(0, color='grey', linewidth=0.8)
-    save_png(fig, ax, os.path.join(out_dir, 'gap.png'), xscale='log', xlabel='training images',
+    sizes = sorted({n for points in gaps.values() for n, _ in points})
+    ax.set_xscale('log')
+    ax.set_xticks(sizes, [f'{n:,}' for n in sizes])  # the grid's sizes, not powers of ten
+    ax.minorticks_off()
+    save_png(fig, ax, os.path.join(out_dir, 'gap.png'), xlabel='training images',
              ylabel='beta-LASSO - SGD test accuracy (points)', title='S-FC, CIFAR-10')
 
 
