@@ -191,7 +191,7 @@ def test_cpu_claim_report_gives_the_difference_per_cell(tmp_path, monkeypatch):
     fake_run(folder, dict(base, beta=50, lr=1.0, lam_conv=5e-5, lam_fc=5e-6), 0.54, 0.60)  # better test, worse val
     text = reproduce.report('cpu-claim', str(folder))
     row = next(line for line in text.splitlines() if line.startswith('| 5,000 | 4 |'))
-    assert '| 52.00 (1 runs, 1 seed) | 56.00 (2 runs, 1 seed) | +4.00 |' in row
+    assert '| 52.00 (1 runs, 1 seed) | 56.00 (2 runs, 1 seed) | +4.00 |' in row and row.endswith('| 1e-05 |')
     assert (folder / 'gap.png').exists()
 
 
