@@ -251,8 +251,7 @@ class Local2d:
             return None
         if self.positions_first:
             dcols = xp.matmul(dout, self.W.transpose(0, 2, 1))  # (P, N, kkC)
-            k_k_c = self.cols.shape[3:]
-            dcols = dcols.reshape(*self.cols.shape[:3], *k_k_c).transpose(2, 0, 1, 3, 4, 5)  # (N, H', W', k, k, C) view
+            dcols = dcols.reshape(self.cols.shape).transpose(2, 0, 1, 3, 4, 5)  # (N, H', W', k, k, C), a view
         else:
             dcols = xp.empty((n, p, kkc), dtype=dout.dtype)
             xp.matmul(dout, self.W.transpose(0, 2, 1), out=dcols.transpose(1, 0, 2))  # (P, N, kkC)
