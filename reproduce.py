@@ -96,13 +96,20 @@ def cpu_claim(s):
     """Issue 13: where does beta-LASSO beat SGD on S-FC at CPU scale? Training-set size x alpha x
     {SGD; beta-LASSO, lr 1.0, layer-1 lambda in {1e-5, 2e-5, 5e-5, 1e-4, 2e-4}, FC layers a tenth}, crop + flip.
     Epochs so that SGD's train accuracy saturates on the small sets (same step budget per cell).
-    1e-4, then 2e-4, were added when validation chose the grid's edge on 5k and 10k images at alpha 4."""
+    1e-4, then 2e-4, were added when validation chose the grid's edge on 5k and 10k images at alpha 4.
+    Then the paper's augmentation (--augment faa) at alpha 4 on the cell with the largest gap (10k
+    images) and on the full set, with the three lambdas around the one crop + flip chose there."""
     epochs = {5000: 400, 10000: 300, 50000: 100}
-    methods = [{}] + [dict(beta=50, lr=1.0, lam_conv=lam, lam_fc=lam / 10) for lam in (1e-5, 2e-5, 5e-5, 1e-4, 2e-4)]
+    blasso = lambda lam: dict(beta=50, lr=1.0, lam_conv=lam, lam_fc=lam / 10)  # noqa: E731
+    methods = [{}] + [blasso(lam) for lam in (1e-5, 2e-5, 5e-5, 1e-4, 2e-4)]
+    faa_methods = {10000: [{}] + [blasso(lam) for lam in (5e-5, 1e-4, 2e-4)],
+                   50000: [{}] + [blasso(lam) for lam in (1e-5, 2e-5, 5e-5)]}
     # on 5k images an epoch's training is a fifth of its evaluation and plotting: do those 40 times a run
-    return [dict(arch='s_fc', dataset='cifar10', alpha=alpha, train_size=n if n < 45000 else None,
-                 epochs=epochs[n], augment='basic', eval_every=epochs[n] // 40, save_every=epochs[n] // 40, **method)
-            for n in (5000, 10000, 50000) for alpha in (4, 8) for method in methods]
+    run = lambda n, alpha, augment, method: dict(  # noqa: E731
+        arch='s_fc', dataset='cifar10', alpha=alpha, train_size=n if n < 45000 else None, epochs=epochs[n],
+        augment=augment, eval_every=epochs[n] // 40, save_every=epochs[n] // 40, **method)
+    return ([run(n, alpha, 'basic', method) for n in (5000, 10000, 50000) for alpha in (4, 8) for method in methods] +
+            [run(n, 4, 'faa', method) for n in (10000, 50000) for method in faa_methods[n]])
 
 
 EXPERIMENTS = {'table1': table1, 'table2': table2, 'fig2': fig2, 'fig5': fig5, 'permutation': permutation,
@@ -347,7 +354,7 @@ CELLS = {
     'fig2': lambda c: (c['arch'], c['dataset'], c.get('width') or c['alpha']),
     'fig5': lambda c: (c['dataset'], 'SGD' if c.get('beta') is None else 'beta-LASSO', c.get('kernel_size', 3)),
     'permutation': lambda c: (c['arch'], method(c), c['dataset'], bool(c.get('permute_pixels'))),
-    'cpu-claim': lambda c: (c.get('train_size') or 50000 - c.get('val_size', 0), c['alpha'],
+    'cpu-claim': lambda c: (c.get('train_size') or 50000 - c.get('val_size', 0), c['alpha'], c.get('augment', 'faa'),
                             'SGD' if c.get('beta') is None else 'beta-LASSO'),
 }
 
@@ -458,29 +465,31 @@ def report(experiment, out_dir):
             lines.append(f'| {arch} | {name} | {dataset} | {cell_text(plain, counts.get((arch, name, dataset, False), 0))} '
                          f'| {cell_text(permuted, counts.get((arch, name, dataset, True), 0))} | {nonzero} |')
     elif experiment == 'cpu-claim':
-        lines += ['| train images | alpha | SGD | beta-LASSO (lambda by validation) | difference | train acc. SGD / '
-                  'beta-LASSO | layer-1 non-zeros (S-LOCAL\'s layer) | locality | layer-1 lambda chosen |', '|---|---|---|---|---|---|---|---|---|']
+        lines += ['| train images | alpha | augmentation | SGD | beta-LASSO (lambda by validation) | difference | train acc. SGD / '
+                  'beta-LASSO | layer-1 non-zeros (S-LOCAL\'s layer) | locality | layer-1 lambda chosen |', '|---' * 10 + '|']
         gaps = {}
-        for n, alpha in sorted({cell[:2] for cell in cells}):
-            sgd, lasso = cells.get((n, alpha, 'SGD'), []), cells.get((n, alpha, 'beta-LASSO'), [])
+        for n, alpha, augment in sorted({cell[:3] for cell in cells}, key=lambda row: (row[2] != 'basic', row)):
+            sgd, lasso = cells.get((n, alpha, augment, 'SGD'), []), cells.get((n, alpha, augment, 'beta-LASSO'), [])
             mean = lambda selected: np.mean([accuracy(s) for _, s, _ in selected]) if selected else None  # noqa: E731
             train = lambda selected: f'{100 * np.mean([s["train_acc"] for _, s, _ in selected]):.1f}' if selected else '—'  # noqa: E731
             diff = mean(lasso) - mean(sgd) if sgd and lasso else None
             if diff is not None:
-                gaps.setdefault(alpha, []).append((n, diff))
+                gaps.setdefault((alpha, augment), []).append((n, diff))
             first = next(iter(lasso[0][1]['layers'].values())) if lasso else None
             local = lasso[0][1].get('reference_sizes', {}).get('S-LOCAL layer 1') if lasso else None
             nonzero = f'{first["nonzero"]:,} ({local:,})' if first and local else '—'
             locality = lasso[0][1].get('locality_score') if lasso else None
             lams = ', '.join(f'{config["lam_conv"]:g}' for config, _, _ in lasso)  # per seed
-            lines.append(f'| {n:,} | {alpha} | {cell_text(sgd, counts.get((n, alpha, "SGD"), 0))} '
-                         f'| {cell_text(lasso, counts.get((n, alpha, "beta-LASSO"), 0))} '
+            augmentation = {'basic': 'crop + flip', 'faa': 'Fast AutoAugment'}.get(augment, augment)
+            lines.append(f'| {n:,} | {alpha} | {augmentation} | {cell_text(sgd, counts.get((n, alpha, augment, "SGD"), 0))} '
+                         f'| {cell_text(lasso, counts.get((n, alpha, augment, "beta-LASSO"), 0))} '
                          f'| {"—" if diff is None else f"{diff:+.2f}"} | {train(sgd)} / {train(lasso)} '
                          f'| {nonzero} '
                          f'| {"n/a" if locality is None else f"{locality:.2f}"} '
                          f'| {lams or "—"} |')
         gap_png(gaps, out_dir)
-        lines += ['', 'gap.png: beta-LASSO minus SGD test accuracy against the number of training images, one line per alpha.']
+        lines += ['', 'gap.png: beta-LASSO minus SGD test accuracy against the number of training images, '
+                  'one line per alpha and augmentation.']
     else:
         lines += ['| cell | selected run | test acc. | layer-1 non-zeros | locality |', '|---|---|---|---|---|']
         for cell, selected in cells.items():
@@ -524,8 +533,9 @@ def fig2_png(points, out_dir):
 
 def gap_png(gaps, out_dir):
     fig, ax = axes()
-    for alpha, points in sorted(gaps.items()):
-        ax.plot(*zip(*sorted(points)), marker='o', label=f'alpha {alpha}')
+    for (alpha, augment), points in sorted(gaps.items()):
+        ax.plot(*zip(*sorted(points)), marker='o', linestyle='-' if augment == 'basic' else '--',
+                label=f'alpha {alpha}, ' + ('crop + flip' if augment == 'basic' else augment))
     ax.axhline(0, color='grey', linewidth=0.8)
     sizes = sorted({n for points in gaps.values() for n, _ in points})
     ax.set_xscale('log')

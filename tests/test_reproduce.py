@@ -189,9 +189,14 @@ def test_cpu_claim_report_gives_the_difference_per_cell(tmp_path, monkeypatch):
     fake_run(folder, base, 0.50, 0.52)  # SGD
     fake_run(folder, dict(base, beta=50, lr=1.0, lam_conv=1e-5, lam_fc=1e-6), 0.55, 0.56)
     fake_run(folder, dict(base, beta=50, lr=1.0, lam_conv=5e-5, lam_fc=5e-6), 0.54, 0.60)  # better test, worse val
+    # the same cell with Fast AutoAugment is a row of its own, not a competitor in selection
+    fake_run(folder, dict(base, augment='faa'), 0.60, 0.58)
+    fake_run(folder, dict(base, augment='faa', beta=50, lr=1.0, lam_conv=5e-5, lam_fc=5e-6), 0.61, 0.57)
     text = reproduce.report('cpu-claim', str(folder))
-    row = next(line for line in text.splitlines() if line.startswith('| 5,000 | 4 |'))
+    row = next(line for line in text.splitlines() if line.startswith('| 5,000 | 4 | crop + flip |'))
     assert '| 52.00 (1 runs, 1 seed) | 56.00 (2 runs, 1 seed) | +4.00 |' in row and row.endswith('| 1e-05 |')
+    row = next(line for line in text.splitlines() if line.startswith('| 5,000 | 4 | Fast AutoAugment |'))
+    assert '| 58.00 (1 runs, 1 seed) | 57.00 (1 runs, 1 seed) | -1.00 |' in row and row.endswith('| 5e-05 |')
     assert (folder / 'gap.png').exists()
 
 
