@@ -347,6 +347,9 @@ PAPER_FIG5 = {  # read off the paper's Fig. 5 (digitised): test accuracy at k = 
 DATASET_COLUMNS = ['cifar10', 'cifar100', 'svhn']
 
 
+AUGMENTATION_NAMES = {'basic': 'crop + flip', 'faa': 'Fast AutoAugment'}
+
+
 def method(config):
     return 'SGD' if config.get('beta') is None else f'beta-LASSO beta={config["beta"]:g}'
 
@@ -484,7 +487,7 @@ def report(experiment, out_dir):
             nonzero = f'{first["nonzero"]:,} ({local:,})' if first and local else '—'
             locality = lasso[0][1].get('locality_score') if lasso else None
             lams = ', '.join(f'{config["lam_conv"]:g}' for config, _, _ in lasso)  # per seed
-            augmentation = {'basic': 'crop + flip', 'faa': 'Fast AutoAugment'}.get(augment, augment)
+            augmentation = AUGMENTATION_NAMES.get(augment, augment)
             lines.append(f'| {n:,} | {alpha} | {augmentation} | {cell_text(sgd, counts.get((n, alpha, augment, "SGD"), 0))} '
                          f'| {cell_text(lasso, counts.get((n, alpha, augment, "beta-LASSO"), 0))} '
                          f'| {"—" if diff is None else f"{diff:+.2f}"} | {train(sgd)} / {train(lasso)} '
@@ -539,7 +542,7 @@ def gap_png(gaps, out_dir):
     fig, ax = axes()
     for (alpha, augment), points in sorted(gaps.items()):
         ax.plot(*zip(*sorted(points)), marker='o', linestyle='-' if augment == 'basic' else '--',
-                label=f'alpha {alpha}, ' + ('crop + flip' if augment == 'basic' else augment))
+                label=f'alpha {alpha}, ' + AUGMENTATION_NAMES.get(augment, augment))
     ax.axhline(0, color='grey', linewidth=0.8)
     sizes = sorted({n for points in gaps.values() for n, _ in points})
     ax.set_xscale('log')
