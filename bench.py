@@ -26,12 +26,12 @@ import numpy as np
 ARCHS = ['s_fc', 'three_fc', 's_conv', 's_local', 'd_conv']
 
 
-def backend(device):
-    import models
-    if device == 'gpu' or (device == 'auto' and models.gpu_available()):
-        if not models.gpu_available():
+def array_module(device):
+    import backend
+    if device == 'gpu' or (device == 'auto' and backend.gpu_available()):
+        if not backend.gpu_available():
             raise SystemExit('error: --device gpu needs CuPy and a visible GPU')
-        return models.cupy
+        return backend.cupy
     return np
 
 
@@ -80,8 +80,8 @@ def gpu_matmul_rates(square=8192):
 
 def _matmul_rate_with(tf32, square):
     os.environ['CUPY_TF32'] = tf32
-    import models
-    return matmul_rate(models.cupy, (square, square), (square, square))
+    import backend
+    return matmul_rate(backend.cupy, (square, square), (square, square))
 
 
 def largest_layer(model, batch):
@@ -108,7 +108,7 @@ def bench_one(arch, alpha, batch, steps, warmup, device, opt):
     """One net in this process: times, rates and peak memory, as a dict."""
     import blasso
     import models
-    xp = backend(device)
+    xp = array_module(device)
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model = models.to_device(models.build(arch, alpha), xp)
     first = next(layer for layer in model.layers if any(True for _ in layer.params()))
@@ -223,7 +223,7 @@ def epoch_seconds(arch, alpha, batch, device, augment='faa', images=50000):
     import blasso
     import data
     import models
-    xp = backend(device)
+    xp = array_module(device)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, images)
@@ -296,8 +296,8 @@ def main(argv=None):
     p.add_argument('--augment', default='faa', choices=['faa', 'basic', 'none'], help='--epoch: the augmentation')
     p.add_argument('--json', action='store_true', help='also print one JSON line per net')
     args = p.parse_args(argv)
-    if args.device == 'gpu' or (args.device == 'auto' and backend('auto') is not np):
-        backend(args.device)  # one line if there is none
+    if args.device == 'gpu' or (args.device == 'auto' and array_module('auto') is not np):
+        array_module(args.device)  # one line if there is none
         rates = gpu_matmul_rates()
         print(f'this GPU, square 8192 matmul: float32 {rates["float32"]:,.0f} GFLOP/s, TF32 {rates["tf32"]:,.0f} GFLOP/s '
               f'(training runs float32 unless CUPY_TF32=1)')
@@ -305,7 +305,7 @@ def main(argv=None):
         for arch in args.arch.split(','):
             seconds, steps = epoch_seconds(arch, args.alpha, args.batch_size, args.device, args.augment)
             print(f'{arch} alpha {args.alpha}: one epoch of 50,000 images ({steps} steps of {args.batch_size}, '
-                  f'--augment {args.augment}, beta-LASSO) in {seconds:.2f} s on the {backend(args.device).__name__} backend')
+                  f'--augment {args.augment}, beta-LASSO) in {seconds:.2f} s on the {array_module(args.device).__name__} backend')
         return
     if args.sparse:
         print(f'{"forward of":16s} {"batch":>5s} {"dense img/s":>12s} {"CSR img/s":>12s} {"CSR speed-up":>12s}')
@@ -321,7 +321,7 @@ def main(argv=None):
             print(f'{name:31s} {1e3 * seconds:8.1f} ms  {seconds / ours:5.1f}x Local2d\'s time')
         print(f'(forward + weight gradient of S-LOCAL\'s first layer, alpha {args.alpha}, batch {args.batch_size})')
         return
-    backend(args.device)  # fail here, in one line, rather than in a worker
+    array_module(args.device)  # fail here, in one line, rather than in a worker
     spawn = multiprocessing.get_context('spawn')  # a fresh process per net: its own peak memory
     header = (f'{"arch":9s} {"alpha":>5s} {"params":>12s} {"step ms":>8s} {"min ms":>7s} {"fwd":>6s} {"bwd":>6s} '
               f'{"update":>6s} {"floor":>6s} {"img/s":>8s} {"GFLOP/s":>8s} {"matmul":>7s} {"ratio":>6s} {"f+b":>5s} {"upd %":>6s} '

@@ -21,9 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 import faa
-import report
+from backend import get_array_module, to_numpy
 from faa import faa_op  # noqa: F401  the public entry point of each Fast AutoAugment op: data.faa_op
-from models import get_array_module
 
 DATA_DIR = os.environ.get('BLASSO_DATA', 'data')
 TIMEOUT = 30  # seconds without a byte before a download gives up
@@ -336,7 +335,7 @@ def show_augment(loader, path, count=32, seed=0):
     from PIL import Image
     x, _ = loader.batch(np.arange(count), np.random.default_rng([seed, 0, 0]))
     x = (x.transpose(0, 2, 3, 1) / loader.inv_std + loader.mean).clip(0, 255).round().astype(np.uint8)  # undo normalising
-    x = report.to_numpy(x)
+    x = to_numpy(x)
     rows = count // 8
     grid = x[:rows * 8].reshape(rows, 8, 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(rows * 32, 8 * 32, 3)
     Image.fromarray(grid).resize((8 * 96, rows * 96), Image.NEAREST).save(path)

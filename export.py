@@ -18,6 +18,7 @@ import zipfile
 
 import numpy as np
 
+import backend
 import data
 import models
 import report
@@ -163,7 +164,7 @@ def test_set(config, stats, xp=np):
 
 
 def predict(model, batches):
-    logits = [report.to_numpy(model.forward(x, train=False)) for x, _ in batches.epoch(0)]
+    logits = [backend.to_numpy(model.forward(x, train=False)) for x, _ in batches.epoch(0)]
     return np.concatenate(logits)
 
 
@@ -212,12 +213,12 @@ def run(args):
         print(f"Theorem 2's description length (summary.json): {bits:,.0f} bits; this file: {8 * file_bytes:,} bits")
     if not args.eval:
         return 0
-    xp = models.cupy if args.device != 'cpu' and models.gpu_available() else np
+    xp = backend.cupy if args.device != 'cpu' and backend.gpu_available() else np
     config, dense, csr, buffers, stats = load(path)
     model = build(config, dense, csr, buffers, xp)
     batches = test_set(config, stats, xp)
     dense_logits, sparse_logits = predict(model, batches), predict(sparse_model(model, csr, xp), batches)
-    labels = report.to_numpy(batches.labels)
+    labels = backend.to_numpy(batches.labels)
     same = int((dense_logits.argmax(1) == sparse_logits.argmax(1)).sum())
     print(f'test accuracy: sparse {np.mean(sparse_logits.argmax(1) == labels):.2%}, dense '
           f'{np.mean(dense_logits.argmax(1) == labels):.2%}; the same prediction on {same:,} of {len(labels):,} '

@@ -13,8 +13,7 @@ import os
 
 import numpy as np
 
-from models import get_array_module
-from report import to_numpy
+from backend import get_array_module, to_numpy
 
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'faa_policies.json')) as _f:
     _SPEC = json.load(_f)

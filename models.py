@@ -8,32 +8,15 @@ Gradient buffers are allocated once, at construction, and written in place every
 step allocates no weight-sized array and the (param, grad) pairs handed to the optimizer stay
 valid for the whole run.
 
-Arrays are NumPy or CuPy; one code path serves both (Chainer's get_array_module idiom).
-Parameters are drawn on the CPU from a seeded numpy Generator and moved once with to_device,
-so a seed gives the same network on either backend.
+Arrays are NumPy or CuPy; one code path serves both (Chainer's get_array_module idiom, in
+backend.py). Parameters are drawn on the CPU from a seeded numpy Generator and moved once with
+to_device, so a seed gives the same network on either backend.
 """
 import math
 
 import numpy as np
 
-try:
-    import cupy
-except ImportError:  # no GPU stack: NumPy only
-    cupy = None
-
-
-def get_array_module(x):
-    """numpy or cupy, whichever x lives in."""
-    return cupy.get_array_module(x) if cupy is not None else np
-
-
-def gpu_available():
-    if cupy is None:
-        return False
-    try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # cupy installed but no driver or no device
-        return False
+from backend import get_array_module
 
 
 def leaves(layers):
@@ -100,12 +83,11 @@ class Linear:
         return f'Linear({self.W.shape[0]}, {self.W.shape[1]}, bias={self.b is not None})'
 
 
-def im2col(x, k, stride, pad, positions_first=False):
-    """x: (N, H, W, C) -> cols: (N, H', W', k, k, C), H' = (H + 2*pad - k) // stride + 1;
-    with positions_first, (H', W', N, k, k, C) in the same one copy.
+def im2col(x, k, stride, pad):
+    """x: (N, H, W, C) -> cols: (N, H', W', k, k, C), H' = (H + 2*pad - k) // stride + 1.
 
     Channels last: each row of a window is k*C inputs that sit together in memory, so the one
-    copy below moves runs of k*C floats (channels first, it moved runs of k: 2-13x slower on
+    copy below moves runs of k*C floats, not runs of k as channels first would (2-13x faster on
     the layers of the alpha-8 nets). Conv2d reads cols as one matrix (N*H'*W', k*k*C) and
     Local2d as one matrix (N, k*k*C) per position, both without a copy. The windows are a
     strided view of the padded input, copied once.
@@ -117,7 +99,7 @@ def im2col(x, k, stride, pad, positions_first=False):
     s_n, s_h, s_w, s_c = x.strides
     windows = xp.lib.stride_tricks.as_strided(  # (N, H', W', k, k, C), a view of x
         x, (n, h_out, w_out, k, k, c), (s_n, s_h * stride, s_w * stride, s_h, s_w, s_c))
-    return xp.ascontiguousarray(windows.transpose(1, 2, 0, 3, 4, 5) if positions_first else windows)
+    return xp.ascontiguousarray(windows)
 
 
 def col2im(cols, x_shape, k, stride, pad):
@@ -180,7 +162,7 @@ class Conv2d:
             # A stride-1 convolution's input gradient is a convolution too: of dout padded by
             # k-1-pad, with the kernel flipped and its channels swapped. One im2col and one matmul
             # instead of col2im's k*k scatter-adds: 3-7x faster on D-CONV's stride-1 layers at
-            # alpha 8. (With stride 2 the same trick needs a zero-dilated dout and lost.)
+            # alpha 8. (With stride 2 the same trick needs a zero-dilated dout, which costs more.)
             flipped = self.W.reshape(k, k, c, f)[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * f, c)
             cols = im2col(dout, k, 1, k - 1 - self.pad)  # (N, H, W, k, k, F)
             return (cols.reshape(-1, k * k * f) @ flipped).reshape(self.x_shape)  # (N, H, W, C)
@@ -195,22 +177,17 @@ class Conv2d:
         return f'Conv2d({kkc // self.k ** 2}, {f}, k={self.k}, stride={self.stride}, pad={self.pad})'
 
 
-def _positions_first(xp):
-    """Whether Local2d keeps its columns position-major (CuPy) or image-major (NumPy)."""
-    return xp is not np
-
-
 class Local2d:
-    """Locally connected layer: Conv2d's geometry, but its own filter at every output position.
-    x: (N, H, W, C) -> out: (N, H', W', F), H' = (H + 2*pad - k) // stride + 1.
-    W: (P, k*k*C, F) with P = H'*W'. Forward and backward are batched matrix products over the
-    P positions; no Python loop over positions, no unfold + einsum.
-    The columns' layout is the backend's (_positions_first). NumPy hands strided matrices to BLAS
-    as they are when their rows are contiguous, so on NumPy the columns stay image-major, as
-    im2col makes them, and the products read position-major views of them. CuPy's batched matmul
-    copies every operand that is not C-contiguous and writes through a temporary unless out= is,
-    so on CuPy im2col makes them position-major (P, N, kkC) in its one copy, and the products
-    read and write contiguous arrays but for two transposed operands (cols and W in backward).
+    """Locally connected layer: Conv2d's geometry and columns, but its own filter at every output
+    position. x: (N, H, W, C) -> out: (N, H', W', F), H' = (H + 2*pad - k) // stride + 1.
+    W: (P, k*k*C, F) with P = H'*W' positions. Where Conv2d multiplies all columns by one
+    (k*k*C, F) filter, Local2d multiplies each position's N columns by that position's filter:
+    one batched matrix product over the P positions.
+
+    The products read the columns as (P, N, k*k*C), a view of im2col's (N, P, k*k*C). NumPy hands
+    such strided matrices to BLAS as they are. CuPy's batched matmul copies an operand that is
+    not C-contiguous (cupy/_core/_routines_linalg.pyx), so on a GPU each product pays one copy of
+    its columns: the price of one layout for both backends.
     """
 
     def __init__(self, c_in, c_out, k, stride, pad, h, w, rng, conv_like=True, dtype=np.float32):
@@ -222,40 +199,25 @@ class Local2d:
 
     def forward(self, x, train=True):
         xp = get_array_module(x)
-        self.x_shape, self.positions_first = x.shape, _positions_first(xp)
         p, kkc, f = self.W.shape
-        n = x.shape[0]
-        self.cols = im2col(x, self.k, self.stride, self.pad, self.positions_first)
-        if self.positions_first:  # cols (H', W', N, k, k, C)
-            h_out, w_out = self.cols.shape[:2]
-            out = xp.matmul(self.cols.reshape(p, n, kkc), self.W)  # (P, N, F)
-            return xp.ascontiguousarray(out.transpose(1, 0, 2)).reshape(n, h_out, w_out, f)
-        h_out, w_out = self.cols.shape[1:3]  # cols (N, H', W', k, k, C)
-        out = xp.empty((n, p, f), dtype=x.dtype)
-        xp.matmul(self.cols.reshape(n, p, kkc).transpose(1, 0, 2), self.W,  # (P, N, kkC) @ (P, kkC, F)
-                  out=out.transpose(1, 0, 2))
-        return out.reshape(n, h_out, w_out, f)
+        self.x_shape = x.shape
+        self.cols = im2col(x, self.k, self.stride, self.pad)  # (N, H', W', k, k, C)
+        n, h_out, w_out = self.cols.shape[:3]
+        cols = self.cols.reshape(n, p, kkc).transpose(1, 0, 2)  # (P, N, kkC), a view
+        out = xp.matmul(cols, self.W)  # (P, N, kkC) @ (P, kkC, F) -> (P, N, F)
+        return xp.ascontiguousarray(out.transpose(1, 0, 2)).reshape(n, h_out, w_out, f)  # (N, H', W', F)
 
     def backward(self, dout, need_dx=True):
         xp = get_array_module(dout)
         p, kkc, f = self.W.shape
-        n = dout.shape[0]
-        dout = dout.reshape(n, p, f).transpose(1, 0, 2)  # (P, N, F)
-        if self.positions_first:
-            dout = xp.ascontiguousarray(dout)  # the copy CuPy's matmul would make, made once for both products
-            cols = self.cols.reshape(p, n, kkc)
-        else:
-            cols = self.cols.reshape(n, p, kkc).transpose(1, 0, 2)  # (P, N, kkC), a view
+        n, h_out, w_out = self.cols.shape[:3]
+        cols = self.cols.reshape(n, p, kkc).transpose(1, 0, 2)  # (P, N, kkC), a view
+        dout = dout.reshape(n, p, f).transpose(1, 0, 2)  # (P, N, F), a view
         xp.matmul(cols.transpose(0, 2, 1), dout, out=self.dW)  # (P, kkC, N) @ (P, N, F)
         if not need_dx:
             return None
-        if self.positions_first:
-            dcols = xp.matmul(dout, self.W.transpose(0, 2, 1))  # (P, N, kkC)
-            dcols = dcols.reshape(self.cols.shape).transpose(2, 0, 1, 3, 4, 5)  # (N, H', W', k, k, C), a view
-        else:
-            dcols = xp.empty((n, p, kkc), dtype=dout.dtype)
-            xp.matmul(dout, self.W.transpose(0, 2, 1), out=dcols.transpose(1, 0, 2))  # (P, N, kkC)
-            dcols = dcols.reshape(self.cols.shape)
+        dcols = xp.matmul(dout, self.W.transpose(0, 2, 1))  # (P, N, F) @ (P, F, kkC) -> (P, N, kkC)
+        dcols = dcols.reshape(h_out, w_out, n, self.k, self.k, -1).transpose(2, 0, 1, 3, 4, 5)  # (N, H', W', k, k, C), a view
         return col2im(dcols, self.x_shape, self.k, self.stride, self.pad)
 
     def params(self):
@@ -266,21 +228,15 @@ class Local2d:
         return f'Local2d({kkc // self.k ** 2}, {f}, k={self.k}, stride={self.stride}, pad={self.pad}, positions={p})'
 
 
-def _broadcasts(xp):
-    """Whether BatchNorm broadcasts its per-feature vectors (CuPy) or tiles them to rows (NumPy)."""
-    return xp is not np
-
-
 class BatchNorm:
     """Batch normalisation per feature, the last axis, over all other axes.
     x: (N, F) or (N, H, W, F) -> same shape. Batch statistics in training, running statistics
     in evaluation; momentum 0.1, eps 1e-5 and an unbiased running variance, as PyTorch.
 
-    On NumPy the arithmetic runs on x as rows (N, H*W*F) against per-feature vectors tiled to a
-    row's length: every NumPy loop then runs along a whole row, not along F features (8 at
-    alpha 8, where the (N*H*W, F) view ran 2-6x slower). For (N, F) the tiling is a no-op.
-    On CuPy it runs on (N*H*W, F) against the (F,) vectors themselves: a GPU broadcasts for free,
-    where each tile is a kernel and an allocation (_broadcasts).
+    The arithmetic runs on x as rows (N, H*W*F) against per-feature vectors tiled to a row's
+    length, so that every NumPy loop runs along a whole row rather than along F features: on
+    (N*H*W, F) against the (F,) vectors themselves, the alpha-8 conv and local nets step 10-20%
+    slower (8 features). On a GPU the tiles cost a small kernel each. For (N, F) tiling is a no-op.
     """
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype=np.float32):
@@ -290,22 +246,17 @@ class BatchNorm:
         self.running_var = np.ones(num_features, dtype)
         self.momentum, self.eps = momentum, eps
 
-    def _rows(self, x):
-        """x -> (N, H*W*F) rows, or (N*H*W, F) where vectors broadcast."""
-        return x.reshape(-1, x.shape[-1]) if self.broadcast else x.reshape(x.shape[0], -1)
-
     def _feature_sum(self, rows):
-        """rows -> (F,): the sum over everything but the feature."""
+        """rows (N, H*W*F) -> (F,): the sum over everything but the feature."""
         return rows.sum(axis=0).reshape(-1, self.gamma.size).sum(axis=0)
 
     def _tiled(self, v):
-        """(F,) -> (H*W*F,), the feature vector repeated along a row (as it is where it broadcasts)."""
-        return v if self.broadcast else get_array_module(v).tile(v, self.row_length // v.size)
+        """(F,) -> (H*W*F,): the feature vector repeated along a row."""
+        return get_array_module(v).tile(v, self.row_length // v.size)
 
     def forward(self, x, train=True):
         self.shape, self.row_length = x.shape, x[0].size
-        self.broadcast = _broadcasts(get_array_module(x))
-        rows = self._rows(x)  # (N, H*W*F), or (N*H*W, F)
+        rows = x.reshape(x.shape[0], -1)  # (N, H*W*F)
         self.count = x.size // x.shape[-1]  # values per feature: N*H*W
         if train:
             mean = self._feature_sum(rows) / self.count
@@ -320,11 +271,11 @@ class BatchNorm:
             var = self.running_var
             centred = rows - self._tiled(self.running_mean)
         self.rstd = 1 / (var + self.eps) ** 0.5  # (F,)
-        self.xhat = centred * self._tiled(self.rstd)  # rows
+        self.xhat = centred * self._tiled(self.rstd)  # (N, H*W*F)
         return (self.xhat * self._tiled(self.gamma) + self._tiled(self.beta)).reshape(self.shape)
 
     def backward(self, dout):
-        rows = self._rows(dout)  # as in forward
+        rows = dout.reshape(dout.shape[0], -1)  # (N, H*W*F)
         self.dgamma[...] = self._feature_sum(rows * self.xhat)
         self.dbeta[...] = self._feature_sum(rows)
         # the compact form of dx: mean(dxhat) = gamma*dbeta/n, mean(dxhat*xhat) = gamma*dgamma/n
@@ -658,10 +609,7 @@ def three_fc(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, drop
     """3-FC (App. A.1): two hidden layers of `width` units. The default width gives it as many
     weights as S-FC at this alpha (≈ 14.5k units at α=150)."""
     d_in = in_channels * image_size * image_size
-    if width is None:
-        target = s_fc_num_weights(alpha, num_classes, image_size, in_channels)
-        b = d_in + num_classes  # solve width² + (d_in + c)·width = target
-        width = round((-b + math.sqrt(b * b + 4 * target)) / 2)
+    width = width or three_fc_width(alpha, num_classes, image_size, in_channels)
     first = _bn_relu(Linear(d_in, width, rng, bias=False, dtype=dtype), width, dtype)
     return Sequential([Flatten()] + first + _head(width, width, num_classes, rng, dropout, seed, dtype))
 
@@ -681,6 +629,13 @@ def resnet18(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, drop
         c = mult * alpha
     return Sequential(layers + [GlobalAvgPool()] + ([Dropout(dropout, seed)] if dropout else [])
                       + [Linear(c, num_classes, rng, dtype=dtype)])
+
+
+def three_fc_width(alpha, num_classes=10, image_size=32, in_channels=3):
+    """3-FC's hidden width with as many weights as S-FC at alpha: width² + (d_in + c)·width = S-FC's."""
+    b = in_channels * image_size * image_size + num_classes
+    target = s_fc_num_weights(alpha, num_classes, image_size, in_channels)
+    return round((-b + math.sqrt(b * b + 4 * target)) / 2)
 
 
 def s_fc_num_weights(alpha, num_classes=10, image_size=32, in_channels=3):

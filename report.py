@@ -1,14 +1,12 @@
 """What a run reports beyond accuracy: the first layer's filters (paper Fig. 4), how local they
 are (one number), the non-zero curves (Fig. 3) and Theorem 2's description length."""
 import math
+import os
 
 import numpy as np
 
 import models
-
-
-def to_numpy(a):
-    return a.get() if hasattr(a, 'get') else np.asarray(a)  # sync point for CuPy arrays
+from backend import to_numpy
 
 
 def first_layer(model):
@@ -86,6 +84,16 @@ def mdl_gap_bound(bits, n, m, delta=0.05):
     return math.sqrt((bits + math.log(2 * n / delta)) / (2 * m))
 
 
+def _tile(unit_map, size):
+    """One unit's (C, H, W) weights as a size x size RGB image: zero is grey, colour is the weight
+    over the unit's largest |w|."""
+    from PIL import Image
+    w = unit_map[:3] if len(unit_map) >= 3 else np.repeat(unit_map[:1], 3, axis=0)
+    w = w / max(np.abs(w).max(), 1e-12)
+    pixels = np.clip(128 + 127 * w, 0, 255).astype(np.uint8).transpose(1, 2, 0)  # (H, W, 3)
+    return Image.fromarray(pixels).resize((size, size), Image.NEAREST)
+
+
 def save_filters(maps, path, count=30, min_nonzero=20, seed=0, columns=10, scale=3):
     """Fig. 4 / Figs. 7-9: `count` units chosen at random among those with at least min_nonzero
     non-zero weights, each an RGB image (zero is grey; colour = weight / the unit's max |w|)."""
@@ -100,11 +108,47 @@ def save_filters(maps, path, count=30, min_nonzero=20, seed=0, columns=10, scale
     rows = max(1, -(-len(chosen) // columns))
     sheet = Image.new('RGB', (columns * (tile + 2), rows * (tile + 2)), 'white')
     for i, unit in enumerate(chosen):
-        w = maps[unit][:3] if len(maps[unit]) >= 3 else np.repeat(maps[unit][:1], 3, axis=0)
-        w = w / max(np.abs(w).max(), 1e-12)
-        pixels = np.clip(128 + 127 * w, 0, 255).astype(np.uint8).transpose(1, 2, 0)  # (H, W, 3)
-        image = Image.fromarray(pixels).resize((tile, tile), Image.NEAREST)
-        sheet.paste(image, ((i % columns) * (tile + 2), (i // columns) * (tile + 2)))
+        sheet.paste(_tile(maps[unit], tile), ((i % columns) * (tile + 2), (i // columns) * (tile + 2)))
+    sheet.save(path)
+
+
+# Fig. 4 over time: the first layer's filters at the start and at about 1%, 3%, 10%, 30% and 100%
+# of a run, when locality, if it comes, shows early
+SNAPSHOT_FRACTIONS = (0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def snapshot_epochs(epochs):
+    return sorted({0} | {max(1, round(epochs * f)) for f in SNAPSHOT_FRACTIONS})
+
+
+def add_filter_snapshot(model, run_dir, epoch, seed=0, units=64):
+    """Add the maps of `units` seeded first-layer units, the same units every time, to the run's
+    filter_history.npz (key 'epochN'), and redraw filters-over-time.png from it."""
+    maps = first_layer_maps(model, 32, 3)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(maps), min(units, len(maps)), replace=False))
+    path = os.path.join(run_dir, 'filter_history.npz')
+    history = dict(np.load(path)) if os.path.exists(path) else {}
+    history[f'epoch{epoch}'] = maps[chosen].astype(np.float32)
+    with open(path + '.tmp', 'wb') as f:
+        np.savez(f, **history)
+    os.replace(path + '.tmp', path)
+    save_filter_history(history, os.path.join(run_dir, 'filters-over-time.png'))
+
+
+def save_filter_history(history, path, rows=8, scale=2):
+    """A grid: one row per unit (the `rows` units with the most non-zero weights at the last
+    snapshot), one column per snapshot, its epoch written above it."""
+    from PIL import Image, ImageDraw
+    epochs = sorted(int(key[len('epoch'):]) for key in history)
+    last = history[f'epoch{epochs[-1]}']
+    units = np.argsort(-np.count_nonzero(last.reshape(len(last), -1), axis=1), kind='stable')[:rows]
+    tile, header = 32 * scale, 14
+    sheet = Image.new('RGB', (len(epochs) * (tile + 2), header + len(units) * (tile + 2)), 'white')
+    draw = ImageDraw.Draw(sheet)
+    for column, epoch in enumerate(epochs):
+        draw.text((column * (tile + 2) + 2, 1), f'epoch {epoch}', fill='black')
+        for row, unit in enumerate(units):
+            sheet.paste(_tile(history[f'epoch{epoch}'][unit], tile), (column * (tile + 2), header + row * (tile + 2)))
     sheet.save(path)
 
 

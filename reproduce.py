@@ -1,17 +1,19 @@
 """The paper's tables and figures as grids of train.py runs, on this machine or a Slurm cluster.
 
-    python reproduce.py run table2 --dry-run                 # the train.py commands, and how many
-    python reproduce.py run permutation --scale cpu --jobs 2 --data-dir ../data
+    python reproduce.py run table2 --dry-run                 # the train.py commands, their count and cost
+    python reproduce.py run permutation --scale cpu --jobs 2
     python reproduce.py run table1 --launcher slurm --partition gpu --time 1440 --max-parallel 32
     python reproduce.py report table2                        # Markdown tables and figures from the runs
 
-Each run has its own directory runs/EXPERIMENT/NAME, NAME made from its flags. A run with a
+Each run has its own directory runs/EXPERIMENT/NAME, NAME made from its flags (--runs-dir moves
+runs/; the project's own records behind docs/results.md are in results/). A run with a
 summary.json is skipped and an interrupted one continued (train.py --resume), so after any
 failure or interruption the same command picks up where the grid stands. Models are selected
 as in the paper (App. A.2): within a cell of a table, the run with the best validation accuracy,
 reporting its test accuracy at that epoch; mean and standard deviation over seeds.
 """
 import argparse
+import functools
 import json
 import math
 import os
@@ -93,15 +95,12 @@ def permutation(s):
 
 
 def cpu_claim(s):
-    """Issue 13: where does beta-LASSO beat SGD on S-FC at CPU scale? Training-set size x alpha x
-    {SGD; beta-LASSO, lr 1.0, layer-1 lambda in {1e-5, 2e-5, 5e-5, 1e-4, 2e-4} (5k images: and 5e-4), FC layers
-    a tenth}, crop + flip.
-    Epochs so that SGD's train accuracy saturates on the small sets (same step budget per cell).
-    1e-4, then 2e-4, were added when validation chose the grid's edge on 5k and 10k images at alpha 4,
-    and 5e-4 on 5k images alone when it chose 2e-4 there at both alphas (10k chose 1e-4, inside).
-    Then the paper's augmentation (--augment faa) at alpha 4 on the cell with the largest gap (10k
-    images) and on the full set, with the three lambdas around the one crop + flip chose there (and
-    2e-5 on 10k images, when validation chose 5e-5, the weakest of them)."""
+    """Where does beta-LASSO beat SGD on S-FC at CPU scale? Training-set size x alpha x {SGD;
+    beta-LASSO, lr 1.0, layer-1 lambda in {1e-5, 2e-5, 5e-5, 1e-4, 2e-4} (5k images: and 5e-4), FC
+    layers a tenth}, crop + flip. The lambda grid reaches far enough that validation's choice is
+    inside it on the small sets. Epochs so that SGD's train accuracy saturates on the small sets
+    (the same step budget in every cell). Then the paper's augmentation (--augment faa) at alpha 4
+    on 10k images and on the full set, with the lambdas around the one crop + flip chose there."""
     epochs = {5000: 400, 10000: 300, 50000: 100}
     blasso = lambda lam: dict(beta=50, lr=1.0, lam_conv=lam, lam_fc=lam / 10)  # noqa: E731
     lams = {n: (1e-5, 2e-5, 5e-5, 1e-4, 2e-4) + ((5e-4,) if n == 5000 else ()) for n in epochs}
@@ -154,6 +153,59 @@ def size_to_width(arch, size):
     root = (-b + math.sqrt(b * b - 4 * a * (c - size))) / (2 * a)
     candidates = [k for k in (math.floor(root), math.ceil(root)) if k >= 1] or [1]
     return min(candidates, key=lambda k: abs(math.log((a * k * k + b * k + c) / size)))
+
+
+# --dry-run's GPU-hours assume this sustained training rate, in TFLOP/s: an assumption, a third of
+# an H100/H200's float32 peak (67 TFLOP/s without tensor cores), until bench.py --device gpu measures one
+GPU_TFLOPS = 20.0
+
+
+@functools.lru_cache(maxsize=None)
+def _quadratic(arch, num_classes, kernel_size, knob):
+    """(macs per image, parameters) as exact quadratics in alpha (knob 'alpha') or in 3-FC's width
+    (knob 'width'): every layer's size is a polynomial of degree 2 in either, so three small builds
+    give it, and a paper-sized net is never built."""
+    import models
+    points = []
+    for k in (1, 2, 3):
+        model = (models.build(arch, 1, num_classes, width=k) if knob == 'width' else
+                 models.build(arch, k, num_classes, kernel_size=kernel_size))
+        points.append((models.macs_per_image(model), model.num_params()))
+    return [np.polyfit([1, 2, 3], [p[i] for p in points], 2) for i in (0, 1)]
+
+
+TRAIN_IMAGES = {'cifar10': 50000, 'cifar100': 50000, 'svhn': 73257}
+SVHN_EXTRA = 531131
+
+
+def cost(runs):
+    """(training FLOPs, checkpoint bytes) of a list of runs. FLOPs: 6 per multiply-add and
+    training image (the forward, and the backward's two products), times the images and epochs;
+    evaluation (a third of that per evaluated image) is left out. Bytes: the float32 weights, and
+    SGD's velocity, in checkpoint.npz and checkpoint.prev.npz, which a run keeps when it ends."""
+    import models
+    flops = disk = 0
+    for run in runs:
+        dataset = run.get('dataset', 'cifar10')
+        classes = 100 if dataset == 'cifar100' else 10
+        if run['arch'] == 'three_fc':
+            knob, size = 'width', run.get('width') or models.three_fc_width(run['alpha'], classes)
+        else:
+            knob, size = 'alpha', run['alpha']
+        macs, params = (np.polyval(c, size) for c in _quadratic(run['arch'], classes, run.get('kernel_size', 3), knob))
+        images = run.get('train_size') or (TRAIN_IMAGES[dataset] + SVHN_EXTRA * bool(run.get('svhn_extra'))
+                                           - run.get('val_size', 0))
+        flops += 6 * macs * images * run['epochs']
+        momentum = run.get('beta') is None and run.get('momentum', 0.9) > 0
+        disk += 2 * 4 * params * (1 + momentum)
+    return flops, disk
+
+
+def cost_text(flops_and_disk, tflops):
+    flops, disk = flops_and_disk
+    hours = flops / tflops / 1e12 / 3600
+    return (f'# training compute {flops:.3g} FLOP: {hours:,.0f}' if hours >= 10 else f'# training compute {flops:.3g} FLOP: {hours:.2g}') + (
+        f' GPU-hours at {tflops:g} TFLOP/s sustained (an assumption; --gpu-tflops); checkpoints kept at the end: {disk / 1e9:,.3g} GB')
 
 
 def unique(runs):
@@ -234,8 +286,8 @@ def launch_local(todo, jobs, data_dir):
     (they run in their own sessions, so a terminal's Ctrl-C does not reach them twice), finishes
     its step, checkpoints and exits; the same command then continues."""
     from tqdm import tqdm
-    import models
-    gpus = models.cupy.cuda.runtime.getDeviceCount() if models.gpu_available() else 0
+    import backend
+    gpus = backend.cupy.cuda.runtime.getDeviceCount() if backend.gpu_available() else 0
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     pending, running, failed, shown, stopping = list(todo), {}, [], None, []
 
@@ -382,20 +434,24 @@ CELLS = {
     'fig2': lambda c: (c['arch'], c['dataset'], c.get('width') or c['alpha']),
     'fig5': lambda c: (c['dataset'], 'SGD' if c.get('beta') is None else 'beta-LASSO', c.get('kernel_size', 3)),
     'permutation': lambda c: (c['arch'], method(c), c['dataset'], bool(c.get('permute_pixels'))),
-    'cpu-claim': lambda c: (c.get('train_size') or 50000 - c.get('val_size', 0), c['alpha'], c.get('augment', 'faa'),
-                            'SGD' if c.get('beta') is None else 'beta-LASSO'),
+    'cpu-claim': lambda c: None if c['arch'] != 's_fc' else (  # its folder also holds table2-cpu's other rows
+        c.get('train_size') or 50000 - c.get('val_size', 0), c['alpha'], c.get('augment', 'faa'),
+        'SGD' if c.get('beta') is None else 'beta-LASSO'),
+    'table2-cpu': lambda c: (c['arch'], method(c)) if (c.get('train_size'), c['alpha'], c.get('augment'), c['epochs'])
+    == (10000, 8, 'basic', 300) else None,
 }
 
 
-def read_runs(experiment):
-    """Every finished run of an experiment: (config, summary, run_dir)."""
-    folder = os.path.join(RUNS, experiment)
+def read_runs(experiment, folder):
+    """Every finished run of an experiment in folder: (config, summary, run_dir). In a folder
+    that two experiments share, each keeps the runs its CELLS has a cell for."""
     runs = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         run_dir = os.path.join(folder, name)
         if is_done(run_dir):
-            runs.append((json.load(open(os.path.join(run_dir, 'config.json'))),
-                         json.load(open(os.path.join(run_dir, 'summary.json'))), run_dir))
+            config = json.load(open(os.path.join(run_dir, 'config.json')))
+            if CELLS[experiment](config) is not None:
+                runs.append((config, json.load(open(os.path.join(run_dir, 'summary.json'))), run_dir))
     return runs
 
 
@@ -427,18 +483,25 @@ def cell_text(selected, runs):
     return f'{np.mean(accs):.2f}{spread} ({runs} runs, {len(accs)} seed{"s" * (len(accs) > 1)})'
 
 
-def report(experiment, out_dir):
-    """Markdown tables laid out as the paper's, ours beside the paper's; figures as PNG."""
-    runs = read_runs(experiment)
+def report_file(experiment, folder):
+    """report.md in an experiment's own folder; report-EXPERIMENT.md in one it shares."""
+    return 'report.md' if os.path.basename(os.path.normpath(folder)) == experiment else f'report-{experiment}.md'
+
+
+def report(experiment, folder, out_dir=None):
+    """Markdown tables laid out as the paper's, ours beside the paper's, from the finished runs in
+    folder; the table and figures (PNG) are written to out_dir (default: folder)."""
+    out_dir = out_dir or folder
+    runs = read_runs(experiment, folder)
     if not runs:
-        raise SystemExit(f'error: no finished runs under {os.path.join(RUNS, experiment)}; '
-                         f'start them with: python reproduce.py run {experiment}')
+        raise SystemExit(f'error: no finished runs under {folder}; start them with: python reproduce.py run {experiment}')
     cells = select(experiment, runs)
     counts = {}  # runs per cell, all seeds
     for config, _, _ in runs:
         cell = CELLS[experiment](config)
         counts[cell] = counts.get(cell, 0) + 1
-    lines = [f'## {experiment}: {len(runs)} finished runs, runs/{experiment}', '',
+    shown = os.path.relpath(folder, ROOT) if os.path.abspath(folder).startswith(ROOT + os.sep) else folder
+    lines = [f'{experiment}: {len(runs)} finished runs in {shown}.', '',
              'Test accuracy (%) of the run with the best validation accuracy in each cell, at its best '
              'validation epoch (the last epoch where a run had no validation split); mean ± std over '
              'seeds' + ('; the paper\'s figure in brackets.' if experiment in ('table1', 'table2', 'fig5') else '.'), '']
@@ -528,9 +591,28 @@ def report(experiment, out_dir):
                          f'| {first["nonzero"]:,} of {first["size"]:,} | {"n/a" if locality is None else f"{locality:.2f}"} |')
     text = '\n'.join(lines) + '\n'
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'report.md'), 'w') as f:
+    with open(os.path.join(out_dir, report_file(experiment, folder)), 'w') as f:
         f.write(text)
     return text
+
+
+def report_block(experiment):
+    return f'<!-- reproduce.py report {experiment} -->', '<!-- end of report -->'
+
+
+def write_into(path, experiment, text):
+    """Replace the text between FILE's two marker lines of this experiment by the report."""
+    start, end = report_block(experiment)
+    try:
+        lines = open(path).read().split('\n')
+    except OSError as e:
+        fail(f'--into: cannot read {path} ({e.strerror})')
+    if start not in lines or end not in lines[lines.index(start):]:
+        fail(f'--into: {path} has no "{start}" line followed by "{end}"')
+    first = lines.index(start)
+    last = lines.index(end, first)
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines[:first + 1] + text.rstrip('\n').split('\n') + lines[last:]))
 
 
 def axes():
@@ -611,6 +693,13 @@ def main(argv=None):
     p.add_argument('--alpha', type=int, default=None, help='override every run\'s alpha')
     p.add_argument('--seeds', type=int, default=1, help='seeds 0..N-1 of every configuration')
     p.add_argument('--data-dir', default=None, help='passed to train.py')
+    p.add_argument('--runs-dir', default=None, help='where the grids\' run directories live (default: runs/)')
+    p.add_argument('--into', default=None, metavar='FILE',
+                   help='report: also write the table into FILE, between its "<!-- reproduce.py report EXPERIMENT -->" '
+                        'and "<!-- end of report -->" lines')
+    p.add_argument('--gpu-tflops', type=float, default=GPU_TFLOPS,
+                   help='--dry-run: the sustained training rate the GPU-hours assume (an assumption: measure yours '
+                        'with bench.py --device gpu)')
     p.add_argument('--dry-run', action='store_true', help='print the commands (and the sbatch script) and their count')
     p.add_argument('--launcher', default='local', choices=['local', 'slurm'], help='this machine, or a Slurm job array')
     p.add_argument('--jobs', type=int, default=1, help='local: runs at once')
@@ -619,8 +708,13 @@ def main(argv=None):
     p.add_argument('--cpus-per-run', type=int, default=8, help='slurm: CPU cores per run')
     p.add_argument('--time', type=int, default=1440, help='slurm: minutes per job before it is requeued')
     p.add_argument('--max-parallel', type=int, default=64, help='slurm: array tasks at once')
-    p.add_argument('--slurm-log-dir', default=os.path.join(RUNS, 'slurm'), help='slurm: submitit logs')
+    p.add_argument('--slurm-log-dir', default=None, help='slurm: submitit logs (default: RUNS_DIR/slurm)')
     args = p.parse_args(argv)
+    runs_dir = args.runs_dir or RUNS
+    args.slurm_log_dir = args.slurm_log_dir or os.path.join(runs_dir, 'slurm')
+    folder = os.path.join(runs_dir, FOLDERS.get(args.experiment, args.experiment))
+    if not args.gpu_tflops > 0:
+        fail(f'--gpu-tflops must be positive, got {args.gpu_tflops}')
     for name in ('epochs', 'alpha', 'seeds', 'jobs', 'gpus_per_run', 'cpus_per_run', 'time', 'max_parallel'):
         value = getattr(args, name)
         if value is not None and value < (0 if name == 'gpus_per_run' else 1):
@@ -629,11 +723,15 @@ def main(argv=None):
         fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASET_COLUMNS)}")
 
     if args.action == 'report':
-        print(report(args.experiment, os.path.join(RUNS, args.experiment)), end='')
-        print(f'written to {os.path.join(RUNS, args.experiment, "report.md")}')
+        text = report(args.experiment, folder)
+        print(text, end='')
+        print(f'written to {os.path.join(folder, report_file(args.experiment, folder))}')
+        if args.into:
+            write_into(args.into, args.experiment, text)
+            print(f'and into {args.into}')
         return 0
     runs = grid(args.experiment, args.scale, args.dataset, args.epochs, args.alpha, args.seeds)
-    todo = [(os.path.join(RUNS, FOLDERS.get(args.experiment, args.experiment), run_name(run)), run) for run in runs]
+    todo = [(os.path.join(folder, run_name(run)), run) for run in runs]
     done = [run_dir for run_dir, _ in todo if is_done(run_dir)]
     todo = [(run_dir, run) for run_dir, run in todo if not is_done(run_dir)]
     if args.dry_run:
@@ -641,6 +739,7 @@ def main(argv=None):
             command = ['python', 'train.py'] + train_command(run, os.path.relpath(run_dir, ROOT), args.data_dir)[2:]
             print(' '.join(command))
         print(f'# {len(runs)} runs in {args.experiment} at --scale {args.scale}: {len(done)} done, {len(todo)} to run')
+        print(cost_text(cost([run for _, run in todo]), args.gpu_tflops))
         if args.launcher == 'slurm' and todo:
             print(sbatch_script(args, len(todo)))
         return 0

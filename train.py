@@ -4,8 +4,8 @@
     python train.py --arch s_fc --alpha 4 --epochs 3 --beta 50     # a quick look on a CPU
     python train.py --resume runs/s_fc-blasso-a150                 # continue an interrupted run
 
-A run writes config.json, metrics.jsonl (one line per epoch), checkpoint.npz (every epoch),
-curves.png, filters.png and summary.json into its run directory (--out).
+A run writes config.json, metrics.jsonl (one line per epoch), checkpoint.npz (every --save-every epochs),
+curves.png, filters.png, filters-over-time.png and summary.json into its run directory (--out).
 """
 import argparse
 import json
@@ -20,6 +20,7 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
+import backend
 import blasso
 import data
 import models
@@ -121,9 +122,9 @@ def save_checkpoint(path, model, velocity, config, progress):
     """Every array to host memory, into an npz written under a temporary name and renamed, so
     an interrupted write never replaces the last good checkpoint; the one before is kept as
     checkpoint.prev.npz, for when the newest is damaged after all (a full disk, a copy cut short)."""
-    arrays = {f'param/{name}': report.to_numpy(p) for name, p, _ in model.params()}
-    arrays.update({f'buffer/{name}': report.to_numpy(b) for name, b in model.buffers()})
-    arrays.update({f'velocity/{name}': report.to_numpy(v) for name, v in velocity.items()})
+    arrays = {f'param/{name}': backend.to_numpy(p) for name, p, _ in model.params()}
+    arrays.update({f'buffer/{name}': backend.to_numpy(b) for name, b in model.buffers()})
+    arrays.update({f'velocity/{name}': backend.to_numpy(v) for name, v in velocity.items()})
     arrays['config'], arrays['progress'] = np.array(json.dumps(config)), np.array(json.dumps(progress))
     with open(path + '.tmp', 'wb') as f:
         np.savez(f, **arrays)
@@ -161,30 +162,63 @@ def load_checkpoint(run_dir):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """One run, as a recipe: each step is a function below, in this order."""
+    args, config, checkpoint = open_run(parse_args(argv))
+    xp = array_module(args)
+    batches = load_data(args, xp)
+    model, groups = build_model(args, xp, batches)
+    velocity, progress, metrics = restore(args, config, model, checkpoint, xp)
+    interrupted, release_signals = catch_stop_signals()
+    try:
+        with np.errstate(over='ignore', invalid='ignore'):  # divergence is reported by the NaN guard
+            for epoch in range(progress['epoch'], args.epochs):
+                if not train_epoch(args, model, batches, groups, velocity, progress, epoch, interrupted):
+                    return 1  # the loss is not finite: no checkpoint is written
+                if interrupted:
+                    save_checkpoint(checkpoint_path(args), model, velocity, config, progress)
+                    print(f'\ninterrupted ({signal.Signals(interrupted[0]).name}) at epoch {epoch + 1}, step '
+                          f'{progress["step"]}; checkpoint written.\ncontinue with: python train.py --resume {args.out}')
+                    return INTERRUPTED
+                progress = end_epoch(args, config, model, batches, velocity, progress, metrics, epoch)
+    finally:
+        release_signals()
+    summarize(args, model, metrics, len(batches['train'].labels))
+    return 0
 
-    # 1. the run directory: a new run, or the one being resumed
+
+def open_run(args):
+    """1. The run directory: a new run, or the one being resumed with its saved configuration.
+    Returns (args, config, checkpoint or None)."""
     checkpoint = None
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
         config = json.loads(str(checkpoint['config']))
-        if 'augment' not in config:  # written before --augment: crop, flip and cutout were switches
+        if 'augment' not in config:  # an older version's configuration: crop, flip and cutout switches
             config['augment'] = 'basic' if config.get('crop', True) or config.get('flip', True) else 'none'
         config.update(resume=args.resume, quiet=args.quiet, device=args.device, out=args.resume)
         args = argparse.Namespace(**{**vars(parse_args([])), **config})  # defaults for flags added since
         check_ranges(args)
-    elif os.path.exists(os.path.join(args.out, 'checkpoint.npz')):
+    elif os.path.exists(checkpoint_path(args)):
         fail(f'{args.out} already holds a run; continue it with --resume {args.out}, or choose another --out')
     os.makedirs(args.out, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k not in ('resume',)}
-    optimizer = 'sgd' if args.beta is None else 'blasso'
+    return args, config, checkpoint
 
-    # 2. backend: arrays carry it from here on
-    if args.device == 'gpu' and not models.gpu_available():
+
+def checkpoint_path(args):
+    return os.path.join(args.out, 'checkpoint.npz')
+
+
+def array_module(args):
+    """2. numpy, or cupy on a GPU: arrays carry their backend from here on."""
+    if args.device == 'gpu' and not backend.gpu_available():
         fail('--device gpu needs CuPy and a visible GPU (pip install cupy-cuda12x); use --device cpu')
-    xp = models.cupy if args.device != 'cpu' and models.gpu_available() else np
+    return backend.cupy if args.device != 'cpu' and backend.gpu_available() else np
 
-    # 3. data, moved to the device once; augmentation runs there
+
+def load_data(args, xp):
+    """3. The splits as Loaders that move images to the device, where augmentation runs:
+    {'train', 'val' (None without --val-size), 'test'}."""
     try:
         x_train, y_train, x_test, y_test = data.load(args.dataset, args.data_dir, extra=args.svhn_extra)
         x_train, y_train, x_val, y_val = data.split_validation(x_train, y_train, args.val_size, args.seed)
@@ -204,43 +238,49 @@ def main(argv=None):
                    crop=vars(args).get('crop', args.augment != 'none'), flip=vars(args).get('flip', args.augment != 'none'))
     loader = lambda x, y, train: data.Loader(  # noqa: E731
         x, y, args.batch_size, xp, mean, std, train=train, seed=args.seed, permutation=permutation, **augment)
-    train_batches, test_batches = loader(x_train, y_train, True), loader(x_test, y_test, False)
-    val_batches = loader(x_val, y_val, False) if len(x_val) else None
-
-    # 4. model and optimizer groups
-    model = models.build(args.arch, args.alpha, num_classes=spec['num_classes'], seed=args.seed,
-                         width=args.width, dropout=args.dropout, kernel_size=args.kernel_size)
-    models.to_device(model, xp)
-    print(model)
-    if optimizer == 'blasso':
-        groups = blasso.param_groups(model, args.lam_conv, args.lam_fc)
-        print(f'optimizer: beta-LASSO, beta {args.beta:g}, no momentum, lr {args.lr:g} cosine')
-    else:
-        print(f'optimizer: SGD, momentum {args.momentum:g}, weight decay {args.weight_decay:g}, lr {args.lr:g} cosine')
     print(f'device: {"GPU (CuPy)" if xp is not np else "CPU (NumPy)"}; data: {args.dataset}, '
           f'{len(x_train)} train / {len(x_val)} val / {len(x_test)} test; augmentation: '
           f'{augment["policy"] or "no policy"}, crop {augment["crop"]}, flip {augment["flip"]}, '
           f'Cutout {augment["cutout"] or "off"}; run directory: {args.out}')
-    steps_per_epoch, total_steps = len(train_batches), len(train_batches) * args.epochs
-    step_flops = 6 * models.macs_per_image(model) * args.batch_size
-    if xp is np:  # a paper-sized net on a CPU takes long: say so before the first bar
+    return dict(train=loader(x_train, y_train, True), val=loader(x_val, y_val, False) if len(x_val) else None,
+                test=loader(x_test, y_test, False))
+
+
+def build_model(args, xp, batches):
+    """4. The model on the device, and beta-LASSO's parameter groups (None for SGD). On a CPU, a
+    net too large for it says so before the first step."""
+    model = models.build(args.arch, args.alpha, num_classes=data.DATASETS[args.dataset]['num_classes'],
+                         seed=args.seed, width=args.width, dropout=args.dropout, kernel_size=args.kernel_size)
+    models.to_device(model, xp)
+    print(model)
+    groups = None
+    if args.beta is not None:
+        groups = blasso.param_groups(model, args.lam_conv, args.lam_fc)
+        print(f'optimizer: beta-LASSO, beta {args.beta:g}, no momentum, lr {args.lr:g} cosine')
+    else:
+        print(f'optimizer: SGD, momentum {args.momentum:g}, weight decay {args.weight_decay:g}, lr {args.lr:g} cosine')
+    if xp is np:
+        step_flops = 6 * models.macs_per_image(model) * args.batch_size
         a = np.ones((1024, 1024), np.float32)
         t0 = time.perf_counter()
         a @ a
-        rate = 2 * 1024 ** 3 / (time.perf_counter() - t0)
-        estimate = steps_per_epoch * step_flops / rate
+        estimate = len(batches['train']) * step_flops / (2 * 1024 ** 3 / (time.perf_counter() - t0))
         if estimate > 120:
             print(f'note: on this CPU an epoch takes at least {estimate / 60:.0f} min ({step_flops / 1e9:.0f} GFLOP per step); '
                   f'for a quick look: python train.py --arch {args.arch} --alpha 4 --epochs 3' +
-                  (f' --beta {args.beta:g}' if optimizer == 'blasso' else ''))
+                  (f' --beta {args.beta:g}' if groups is not None else ''))
+    return model, groups
 
-    # 5. state: fresh, or restored from the checkpoint
+
+def restore(args, config, model, checkpoint, xp):
+    """5. (velocity, progress, metrics): fresh, or the checkpoint's. metrics.jsonl keeps the
+    epochs the checkpoint has seen and drops any later line."""
     velocity = {}
     progress = dict(epoch=0, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
     if checkpoint is not None:
         for name, p, _ in model.params():
             saved = checkpoint.get(f'param/{name}')
-            if saved is None or saved.shape != p.shape:  # e.g. conv and local nets before channels-last
+            if saved is None or saved.shape != p.shape:  # e.g. an older version's channels-first conv
                 fail(f'{args.resume} was written by another version of blasso ({name} differs); start a new run')
             p[...] = xp.asarray(saved)
         for name, b in model.buffers():
@@ -248,32 +288,24 @@ def main(argv=None):
         velocity = {k[len('velocity/'):]: xp.asarray(v) for k, v in checkpoint.items() if k.startswith('velocity/')}
         progress = json.loads(str(checkpoint['progress']))
         print(f'resuming at epoch {progress["epoch"] + 1}, step {progress["step"]}')
+    else:
+        report.add_filter_snapshot(model, args.out, 0, seed=args.seed)  # the initial weights
     metrics_path = os.path.join(args.out, 'metrics.jsonl')
-    metrics = []  # resuming: keep the epochs the checkpoint has seen, drop any later line
+    metrics = []
     if checkpoint is not None and os.path.exists(metrics_path):
         metrics = [json.loads(line) for line in open(metrics_path)][:progress['epoch']]
     with open(metrics_path, 'w') as f:
         f.writelines(json.dumps(m) + '\n' for m in metrics)
     with open(os.path.join(args.out, 'config.json'), 'w') as f:
         json.dump(config, f, indent=2)
+    return velocity, progress, metrics
 
-    def get_lr(step):
-        # cosine annealing from lr to 0 over the whole run, per step (App. A.2)
-        return 0.5 * args.lr * (1 + math.cos(math.pi * step / total_steps))
 
-    def evaluate(batches):
-        loss_sum, correct = xp.zeros((), np.float64), xp.zeros((), np.int64)  # summed on the device
-        for x, y in batches.epoch(0):
-            logits = model.forward(x, train=False)
-            loss, _ = models.softmax_cross_entropy(logits, y)
-            loss_sum += loss.astype(np.float64) * len(y)
-            correct += (logits.argmax(axis=1) == y).sum()
-        n = len(batches.labels)
-        return float(loss_sum) / n, int(correct) / n  # sync point, once per split
-
-    # Ctrl-C, and SIGTERM / SIGUSR2 (what Slurm and submitit send before a time limit or a
-    # preemption), ask the loop to stop after the current step and checkpoint; a second Ctrl-C
-    # stops at once, a repeated SIGTERM / SIGUSR2 changes nothing
+def catch_stop_signals():
+    """Ctrl-C, and SIGTERM / SIGUSR2 (what Slurm and submitit send before a time limit or a
+    preemption), ask the loop to stop after the current step and checkpoint; a second Ctrl-C
+    stops at once, a repeated SIGTERM / SIGUSR2 changes nothing. Returns (the signals caught so
+    far, a function that puts the previous handlers back)."""
     interrupted = []
 
     def on_interrupt(signum, frame):
@@ -282,81 +314,101 @@ def main(argv=None):
         interrupted.append(signum)
     previous_handlers = {sig: signal.signal(sig, on_interrupt) for sig in STOP_SIGNALS}
 
-    # 6. the loop: lr -> batch -> forward -> loss -> backward -> update -> log; per epoch:
-    #    evaluate, count non-zeros (Fig. 3), write metrics and checkpoint
-    ckpt_path = os.path.join(args.out, 'checkpoint.npz')
-    try:
-        with np.errstate(over='ignore', invalid='ignore'):  # divergence is reported by the NaN guard
-            for epoch in range(progress['epoch'], args.epochs):
-                start_step = progress['step']
-                bar = tqdm(train_batches.epoch(epoch, start_step), total=steps_per_epoch, initial=start_step,
-                           desc=f'epoch {epoch + 1}/{args.epochs}', disable=args.quiet, leave=False)
-                t0 = time.perf_counter()
-                # the epoch's loss and correct count are summed on the device, and read (a sync
-                # point, and the NaN guard) every SYNC_EVERY steps and before any checkpoint
-                loss_sum = xp.asarray(progress['loss_sum'], dtype=np.float64)
-                correct = xp.asarray(progress['correct'], dtype=np.int64)
-                for step, (x, y) in enumerate(bar, start_step):
-                    global_step = epoch * steps_per_epoch + step
-                    lr = get_lr(global_step)
-                    logits = model.forward(x, train=True)
-                    loss, dlogits = models.softmax_cross_entropy(logits, y)
-                    model.backward(dlogits, need_dx=False)
-                    if optimizer == 'blasso':
-                        blasso.blasso_step(groups, lr, args.beta)
-                    else:
-                        blasso.sgd_step(model.params(), lr, args.momentum, args.weight_decay, velocity)
-                    loss_sum += loss.astype(np.float64) * len(y)
-                    correct += (logits.argmax(axis=1) == y).sum()
-                    progress['seen'] += len(y)
-                    progress['step'] = step + 1
-                    if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps_per_epoch or interrupted:
-                        progress['loss_sum'], progress['correct'] = float(loss_sum), int(correct)  # sync point
-                        if not math.isfinite(progress['loss_sum']):  # the NaN guard: no checkpoint is written
-                            print(f'error: the loss is {progress["loss_sum"]} by epoch {epoch + 1}, step {step + 1}: '
-                                  f'lower --lr; ' + (f'the last good checkpoint is {ckpt_path}' if os.path.exists(ckpt_path)
-                                                    else 'no checkpoint was written'), file=sys.stderr)
-                            return 1
-                        images_per_s = (step + 1 - start_step) * len(y) / (time.perf_counter() - t0)
-                        bar.set_postfix(loss=f'{progress["loss_sum"] / progress["seen"]:.3f}',
-                                        acc=f'{progress["correct"] / progress["seen"]:.3f}', img_s=f'{images_per_s:,.0f}')
-                    if interrupted:
-                        break
-                progress['seconds'] += time.perf_counter() - t0
-                if interrupted:
-                    save_checkpoint(ckpt_path, model, velocity, config, progress)
-                    print(f'\ninterrupted ({signal.Signals(interrupted[0]).name}) at epoch {epoch + 1}, step '
-                          f'{progress["step"]}; checkpoint written.\ncontinue with: python train.py --resume {args.out}')
-                    return INTERRUPTED
-
-                # end of epoch: evaluate (every --eval-every epochs and the last), count non-zeros, log, checkpoint
-                scored = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
-                test_loss, test_acc = evaluate(test_batches) if scored else (None, None)
-                val_loss, val_acc = evaluate(val_batches) if val_batches and scored else (None, None)
-                line = dict(epoch=epoch + 1, lr=get_lr((epoch + 1) * steps_per_epoch),
-                            train_loss=progress['loss_sum'] / progress['seen'], train_acc=progress['correct'] / progress['seen'],
-                            val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
-                            nonzero=blasso.count_nonzero(model), seconds=progress['seconds'],
-                            images_per_s=progress['seen'] / max(progress['seconds'], 1e-9))
-                metrics.append(line)
-                with open(metrics_path, 'a') as f:
-                    f.write(json.dumps(line) + '\n')
-                tqdm.write(f'epoch {epoch + 1:4d} | lr {line["lr"]:.4f} | train loss {line["train_loss"]:.4f} '
-                           f'acc {line["train_acc"]:.4f} | ' + (f'val acc {val_acc:.4f} | ' if val_acc is not None else '') +
-                           (f'test loss {test_loss:.4f} acc {test_acc:.4f} | ' if scored else '') +
-                           f'non-zero {line["nonzero"]["total"]:,} | {line["seconds"]:.1f} s, {line["images_per_s"]:,.0f} img/s')
-                progress = dict(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
-                if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:  # 1 GB at alpha 150
-                    save_checkpoint(ckpt_path, model, velocity, config, progress)
-                    report.save_curves(metrics, reference_sizes(args.alpha), os.path.join(args.out, 'curves.png'))
-    finally:
+    def release():
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
+    return interrupted, release
 
-    # 7. the summary: accuracy, non-zeros against the layer sizes (Fig. 3), filters (Fig. 4),
-    #    locality of the first layer and Theorem 2's description length
-    summarize(args, model, metrics, len(x_train))
-    return 0
+
+def get_lr(args, step, steps_per_epoch):
+    """Cosine annealing from --lr to 0 over the whole run, per step (App. A.2)."""
+    return 0.5 * args.lr * (1 + math.cos(math.pi * step / (steps_per_epoch * args.epochs)))
+
+
+def train_epoch(args, model, batches, groups, velocity, progress, epoch, interrupted):
+    """6. One epoch from progress['step'] on: lr -> batch -> forward -> loss -> backward ->
+    update. The epoch's loss and correct count are summed on the device and read (a sync point,
+    and the NaN guard) every SYNC_EVERY steps and at the end. Stops early when a stop signal
+    arrives. Returns False when the loss is not finite."""
+    xp = batches['train'].xp
+    steps = len(batches['train'])
+    start_step = progress['step']
+    bar = tqdm(batches['train'].epoch(epoch, start_step), total=steps, initial=start_step,
+               desc=f'epoch {epoch + 1}/{args.epochs}', disable=args.quiet, leave=False)
+    t0 = time.perf_counter()
+    loss_sum = xp.asarray(progress['loss_sum'], dtype=np.float64)
+    correct = xp.asarray(progress['correct'], dtype=np.int64)
+    for step, (x, y) in enumerate(bar, start_step):
+        lr = get_lr(args, epoch * steps + step, steps)
+        logits = model.forward(x, train=True)
+        loss, dlogits = models.softmax_cross_entropy(logits, y)
+        model.backward(dlogits, need_dx=False)
+        if groups is not None:
+            blasso.blasso_step(groups, lr, args.beta)
+        else:
+            blasso.sgd_step(model.params(), lr, args.momentum, args.weight_decay, velocity)
+        loss_sum += loss.astype(np.float64) * len(y)
+        correct += (logits.argmax(axis=1) == y).sum()
+        progress['seen'] += len(y)
+        progress['step'] = step + 1
+        if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps or interrupted:
+            progress['loss_sum'], progress['correct'] = float(loss_sum), int(correct)  # sync point
+            if not math.isfinite(progress['loss_sum']):
+                path = checkpoint_path(args)
+                print(f'error: the loss is {progress["loss_sum"]} by epoch {epoch + 1}, step {step + 1}: lower --lr; '
+                      + (f'the last good checkpoint is {path}' if os.path.exists(path) else 'no checkpoint was written'),
+                      file=sys.stderr)
+                return False
+            images_per_s = (step + 1 - start_step) * len(y) / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f'{progress["loss_sum"] / progress["seen"]:.3f}',
+                            acc=f'{progress["correct"] / progress["seen"]:.3f}', img_s=f'{images_per_s:,.0f}')
+        if interrupted:
+            break
+    progress['seconds'] += time.perf_counter() - t0
+    return True
+
+
+def evaluate(model, batches):
+    """(mean loss, accuracy) on a split, summed on the device and read once (a sync point)."""
+    xp = batches.xp
+    loss_sum, correct = xp.zeros((), np.float64), xp.zeros((), np.int64)
+    for x, y in batches.epoch(0):
+        logits = model.forward(x, train=False)
+        loss, _ = models.softmax_cross_entropy(logits, y)
+        loss_sum += loss.astype(np.float64) * len(y)
+        correct += (logits.argmax(axis=1) == y).sum()
+    n = len(batches.labels)
+    return float(loss_sum) / n, int(correct) / n
+
+
+def end_epoch(args, config, model, batches, velocity, progress, metrics, epoch):
+    """7. Evaluate (every --eval-every epochs and the last), count non-zeros (Fig. 3), append
+    to metrics.jsonl, snapshot the first layer's filters at a few epochs (filters-over-time.png),
+    and checkpoint every --save-every epochs and the last. Returns the next
+    epoch's fresh progress."""
+    steps = len(batches['train'])
+    scored = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
+    test_loss, test_acc = evaluate(model, batches['test']) if scored else (None, None)
+    val_loss, val_acc = evaluate(model, batches['val']) if batches['val'] and scored else (None, None)
+    line = dict(epoch=epoch + 1, lr=get_lr(args, (epoch + 1) * steps, steps),
+                train_loss=progress['loss_sum'] / progress['seen'], train_acc=progress['correct'] / progress['seen'],
+                val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
+                nonzero=blasso.count_nonzero(model), seconds=progress['seconds'],
+                images_per_s=progress['seen'] / max(progress['seconds'], 1e-9))
+    metrics.append(line)
+    with open(os.path.join(args.out, 'metrics.jsonl'), 'a') as f:
+        f.write(json.dumps(line) + '\n')
+    tqdm.write(f'epoch {epoch + 1:4d} | lr {line["lr"]:.4f} | train loss {line["train_loss"]:.4f} '
+               f'acc {line["train_acc"]:.4f} | ' + (f'val acc {val_acc:.4f} | ' if val_acc is not None else '') +
+               (f'test loss {test_loss:.4f} acc {test_acc:.4f} | ' if scored else '') +
+               f'non-zero {line["nonzero"]["total"]:,} | {line["seconds"]:.1f} s, {line["images_per_s"]:,.0f} img/s')
+    if epoch + 1 in report.snapshot_epochs(args.epochs):
+        report.add_filter_snapshot(model, args.out, epoch + 1, seed=args.seed)
+    progress = dict(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
+    if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:  # 1 GB at alpha 150
+        save_checkpoint(checkpoint_path(args), model, velocity, config, progress)
+        report.save_curves(metrics, reference_sizes(args.alpha), os.path.join(args.out, 'curves.png'))
+    return progress
 
 
 def reference_sizes(alpha):
@@ -378,7 +430,7 @@ def summarize(args, model, metrics, num_train):
     # a convolution's first layer is local by construction: the score measures a learned locality
     conv_first = isinstance(report.first_layer(model), models.Conv2d)
     n = model.num_params()
-    nonzero_all = sum(int(models.get_array_module(p).count_nonzero(p)) for _, p, _ in model.params())
+    nonzero_all = sum(int(backend.get_array_module(p).count_nonzero(p)) for _, p, _ in model.params())
     bits = report.description_length(nonzero_all, n)
     summary = dict(
         arch=args.arch, alpha=args.alpha, optimizer='sgd' if args.beta is None else 'blasso', beta=args.beta,
@@ -410,7 +462,8 @@ def summarize(args, model, metrics, num_train):
           f'{"n/a" if locality is None else f"{locality:.3f}"} (dense random ~0.1, S-LOCAL 1.0)'))
     print(f'  description length (Theorem 2): {bits:,.0f} bits; bound on the generalisation gap '
           f'{summary["mdl_gap_bound"]:.3g}')
-    print(f'  written to {args.out}: config.json metrics.jsonl checkpoint.npz curves.png filters.png summary.json')
+    print(f'  written to {args.out}: config.json metrics.jsonl checkpoint.npz curves.png filters.png '
+          f'filters-over-time.png summary.json')
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import backend
 import blasso
 import models
 
@@ -46,7 +47,7 @@ def test_threshold_does_not_scale_with_lr():
 def test_large_arrays_match_a_whole_array_reference(xp):
     """Arrays span several update pieces; the result equals Algorithm 1 written on whole arrays."""
     rng = np.random.default_rng(0)
-    n = 3 * blasso.CHUNK + 17
+    n = 3 * backend.CHUNK + 17
     p, g = rng.standard_normal((n // 17, 17)) * 0.01, rng.standard_normal((n // 17, 17))
     reference = p - 0.1 * (g + 1e-3 * np.sign(p))
     reference *= np.abs(reference) >= 50 * 1e-3

@@ -8,9 +8,10 @@ import urllib.error
 import numpy as np
 import pytest
 
+import backend
 import data
 import report
-from conftest import HAVE_CIFAR10, SHARED_DATA
+from conftest import HAVE_CIFAR10, NO_CIFAR10, REAL_DATA
 from fixtures import make_cifar10, make_cifar100, make_svhn, md5
 
 
@@ -145,9 +146,9 @@ def test_unknown_dataset():
         data.load('mnist', 'nowhere')
 
 
-@pytest.mark.skipif(not HAVE_CIFAR10, reason='no real CIFAR-10 copy in ../shared/data')
+@pytest.mark.skipif(not HAVE_CIFAR10, reason=NO_CIFAR10)
 def test_real_cifar10():
-    x, y, xt, yt = data.load('cifar10', SHARED_DATA)
+    x, y, xt, yt = data.load('cifar10', REAL_DATA)
     assert x.shape == (50000, 32, 32, 3) and xt.shape == (10000, 32, 32, 3)
     assert np.bincount(y).tolist() == [5000] * 10 and np.bincount(yt).tolist() == [1000] * 10
     assert y[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
@@ -263,7 +264,7 @@ def test_an_epoch_is_its_batches_drawn_one_by_one(xp):
             idx = order[step * 16:(step + 1) * 16]
             want, want_labels = loader.batch(xp.asarray(idx), np.random.default_rng([4, 5, step]))
             assert bool((batch == want).all()) and bool((labels == want_labels).all()), (kwargs, step)
-            assert np.array_equal(report.to_numpy(labels), y[idx])
+            assert np.array_equal(backend.to_numpy(labels), y[idx])
 
 
 def test_permutation_same_for_train_and_test():

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 import data
 import faa
-from conftest import HAVE_CIFAR10, SHARED_DATA
+from conftest import HAVE_CIFAR10, NO_CIFAR10, REAL_DATA
 from fixtures import learnable_images
 
 
@@ -77,9 +77,9 @@ def test_every_op_equals_pillow_on_made_images():
     check_against_pillow(np.concatenate([odd_images(), images]), seed=0)
 
 
-@pytest.mark.skipif(not HAVE_CIFAR10, reason='no real CIFAR-10 beside the checkout')
+@pytest.mark.skipif(not HAVE_CIFAR10, reason=NO_CIFAR10)
 def test_every_op_equals_pillow_on_real_cifar10():
-    with open(os.path.join(SHARED_DATA, 'cifar-10-batches-py', 'test_batch'), 'rb') as f:
+    with open(os.path.join(REAL_DATA, 'cifar-10-batches-py', 'test_batch'), 'rb') as f:
         rows = pickle.load(f, encoding='bytes')[b'data'][:600]
     check_against_pillow(np.ascontiguousarray(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)), seed=1)
 

@@ -78,16 +78,38 @@ def test_an_interrupted_run_is_resumed_by_the_next_command(tiny_experiment, data
 def test_dry_run_lists_commands_and_their_count(capsys):
     assert reproduce.main(['run', 'table2', '--dry-run']) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1].startswith('# 345 runs in table2 at --scale paper')  # 4 archs x 10 SGD + 75 beta-LASSO, x 3 datasets
+    assert out[-2].startswith('# 345 runs in table2 at --scale paper')  # 4 archs x 10 SGD + 75 beta-LASSO, x 3 datasets
+    assert out[-1].startswith('# training compute') and 'GPU-hours at 20 TFLOP/s' in out[-1]
     assert sum(line.startswith('python train.py') for line in out) == 345
     blasso = [line for line in out if '--beta' in line]
     assert len(blasso) == 225 and all('--epochs 4000' in line and '--alpha 150' in line for line in blasso)
     assert reproduce.main(['run', 'table1', '--dry-run', '--scale', 'cpu', '--seeds', '2', '--epochs', '3']) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1].startswith('# 14 runs in table1 at --scale cpu')  # 7 archs x 1 epoch setting x 2 seeds
+    assert out[-2].startswith('# 14 runs in table1 at --scale cpu')  # 7 archs x 1 epoch setting x 2 seeds
     with pytest.raises(SystemExit) as e:
         reproduce.main(['run', 'table9'])
     assert e.value.code == 2 and "invalid choice: 'table9'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('run', [
+    dict(arch='s_conv', alpha=5, dataset='cifar10', epochs=3, val_size=5000),
+    dict(arch='d_local', alpha=3, dataset='cifar100', epochs=2, train_size=1000, beta=50),
+    dict(arch='resnet18', alpha=4, kernel_size=7, dataset='svhn', epochs=1, val_size=257, beta=50),
+    dict(arch='three_fc', alpha=3, dataset='cifar10', epochs=1, momentum=0.0),
+    dict(arch='three_fc', alpha=3, width=37, dataset='cifar10', epochs=1)])
+def test_dry_run_cost_is_that_of_the_built_nets(run):
+    """FLOPs and checkpoint bytes from the quadratic fit equal those of the net itself, built."""
+    import models
+    classes = 100 if run['dataset'] == 'cifar100' else 10
+    model = models.build(run['arch'], run['alpha'], classes, width=run.get('width'), kernel_size=run.get('kernel_size', 3))
+    images = run.get('train_size') or {'cifar10': 50000, 'cifar100': 50000, 'svhn': 73257}[run['dataset']] - run.get('val_size', 0)
+    flops, disk = reproduce.cost([run])
+    assert flops == pytest.approx(6 * models.macs_per_image(model) * images * run['epochs'], rel=1e-9)
+    velocity = run.get('beta') is None and run.get('momentum', 0.9) > 0
+    assert disk == pytest.approx(2 * 4 * model.num_params() * (1 + velocity), rel=1e-9)
+    two, _ = reproduce.cost([run, dict(run, epochs=2 * run['epochs'])])
+    assert two == pytest.approx(3 * flops)
+    assert '1.5 GPU-hours at 2 TFLOP/s' in reproduce.cost_text((2e12 * 3600 * 1.5, 0), 2.0)
 
 
 def test_fig2_sizes_follow_the_parameter_counts():

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 import blasso
+import backend
 import data
 import models
 import train
@@ -132,7 +133,7 @@ def test_runs_written_before_augment_resume_as_they_were(tiny_dir, tmp_path, mon
     arrays = dict(np.load(path, allow_pickle=False))
     config = json.loads(str(arrays['config']))
     del config['augment']
-    config.update(crop=True, flip=True, cutout=False)  # the configuration as it was written then
+    config.update(crop=True, flip=True, cutout=False)  # an older version's configuration
     arrays['config'] = np.array(json.dumps(config))
     np.savez(path, **arrays)
     assert train.main(['--resume', str(tmp_path / 'old'), '--quiet']) == 0
@@ -258,7 +259,7 @@ def test_bad_input_is_one_line_and_status_2(tiny_dir, tmp_path, capsys, flags, m
 
 
 def test_gpu_without_gpu(tiny_dir, tmp_path, capsys):
-    if models.gpu_available():
+    if backend.gpu_available():
         pytest.skip('a GPU is present')
     with pytest.raises(SystemExit) as e:
         run(tiny_dir, tmp_path, '--alpha', '1', '--device', 'gpu')
@@ -340,3 +341,26 @@ def test_train_and_resume_on_cupy(tiny_dir, tmp_path, monkeypatch, xp):
     assert all(np.array_equal(whole[k], split[k]) for k in params)
     for k in params:
         assert np.mean(np.abs(whole[k] - cpu[k]) > 1e-3) < 0.01, k
+
+
+def test_filters_over_time(tiny_dir, tmp_path, monkeypatch):
+    """Fig. 4 over time: the same seeded units at the start and at the snapshot epochs, drawn
+    as one grid; a resumed run's history equals an uninterrupted one's."""
+    import report
+    assert report.snapshot_epochs(400) == [0, 4, 12, 40, 120, 400] and report.snapshot_epochs(3) == [0, 1, 3]
+    flags = ['--arch', 's_fc', '--alpha', '1', '--epochs', '3', '--beta', '50', '--seed', '3']
+    assert run(tiny_dir, tmp_path / 'whole', *flags) == 0
+    history = np.load(tmp_path / 'whole' / 'filter_history.npz')
+    assert sorted(history.files) == ['epoch0', 'epoch1', 'epoch3']
+    start = report.first_layer_maps(models.build('s_fc', 1, seed=3), 32, 3)
+    units = np.sort(np.random.default_rng(3).choice(len(start), 64, replace=False))
+    assert np.array_equal(history['epoch0'], start[units])  # the initial weights of the chosen units
+    assert not np.array_equal(history['epoch3'], history['epoch0'])
+    assert Image.open(tmp_path / 'whole' / 'filters-over-time.png').size == (3 * 66, 14 + 8 * 66)
+    interrupt_at(monkeypatch, 'blasso_step', 7)  # in epoch 2 of 3 (5 steps an epoch)
+    assert run(tiny_dir, tmp_path / 'split', *flags) == 130
+    monkeypatch.undo()
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(os.path.join(tiny_dir, 'cifar-10-python.tar.gz')))
+    assert train.main(['--resume', str(tmp_path / 'split'), '--quiet']) == 0
+    split = np.load(tmp_path / 'split' / 'filter_history.npz')
+    assert sorted(split.files) == sorted(history.files) and all(np.array_equal(split[k], history[k]) for k in history.files)
