@@ -31,6 +31,10 @@ def gpu_available():
         return False
 
 
+def is_array(x):
+    return isinstance(x, np.ndarray) or (cupy is not None and isinstance(x, cupy.ndarray))
+
+
 def to_numpy(x):
     """A NumPy array of x, wherever it lives (a device-to-host copy for CuPy arrays)."""
     return cupy.asnumpy(x) if cupy is not None and isinstance(x, cupy.ndarray) else np.asarray(x)
@@ -79,8 +83,8 @@ def elementwise(update):
     same name in KERNELS runs instead, over the whole arrays."""
     @functools.wraps(update)
     def run(*args):
-        arrays = [a for a in args if hasattr(a, 'shape')]
-        scalars = args[len(arrays):]
+        count = next(i for i, a in enumerate(args + (None,)) if not is_array(a))  # NumPy scalars are not arrays
+        arrays, scalars = args[:count], args[count:]
         if get_array_module(arrays[0]) is not np:
             outputs = KERNELS[update.__name__][1].count(',') + 1
             return _kernel(update.__name__)(*arrays[outputs:], *scalars, *arrays[:outputs])

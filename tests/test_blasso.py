@@ -38,6 +38,14 @@ def test_lam_zero_is_sgd():
     assert np.allclose(run(P, G, 0.1, 0.0, 50.0), np.array(P) - 0.1 * np.array(G), atol=1e-15)
 
 
+def test_numpy_scalars_are_scalars():
+    """lr from np.cos is a NumPy scalar, not an array to cut into pieces."""
+    assert np.array_equal(run(P, G, np.float64(0.1), np.float64(0.01), np.float32(5.0)), run(P, G, 0.1, 0.01, 5.0))
+    p, g, v = np.array(P), np.array(G), {}
+    blasso.sgd_step([('W', p, g)], np.float64(0.1), np.float64(0.9), 0.0, v)
+    assert np.allclose(p, np.array(P) - 0.1 * np.array(G)) and np.allclose(v['W'], G)
+
+
 def test_threshold_does_not_scale_with_lr():
     # with lr 1e-3 the cut-off is still beta*lam = 0.05, not lr*beta*lam
     assert run([0.04], [0.0], 1e-3, 0.01, 5.0)[0] == 0.0
