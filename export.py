@@ -21,7 +21,6 @@ import numpy as np
 import backend
 import data
 import models
-import report
 
 MODEL_FILE = 'model.npz'
 

@@ -1,12 +1,13 @@
 """What a run reports beyond accuracy: the first layer's filters (paper Fig. 4), how local they
 are (one number), the non-zero curves (Fig. 3) and Theorem 2's description length."""
+import json
 import math
 import os
 
 import numpy as np
 
 import models
-from backend import to_numpy
+from backend import get_array_module, to_numpy
 
 
 def first_layer(model):
@@ -176,3 +177,60 @@ def save_curves(metrics, references, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def reference_sizes(alpha):
+    """Fig. 3's dashed lines: S-CONV's and S-LOCAL's first layer at this alpha."""
+    s_conv_layer1 = 3 * 81 * alpha
+    positions = models.conv_out_size(32, 9, 2, 4) ** 2
+    return {'S-CONV layer 1': s_conv_layer1, 'S-LOCAL layer 1': s_conv_layer1 * positions}
+
+
+def summarize(args, model, metrics, num_train):
+    """The end of a run: summary.json (accuracy, model selection, non-zeros per layer against
+    their sizes, locality, Theorem 2), filters.png, and the same in a few printed lines."""
+    final = metrics[-1]
+    selected = max((m for m in metrics if m['val_acc'] is not None), key=lambda m: m['val_acc'], default=None)
+    sizes = {name: int(p.size) for name, p, _ in model.params() if p.ndim >= 2}
+    layers = {name: dict(nonzero=final['nonzero'][name], size=size, share=final['nonzero'][name] / size)
+              for name, size in sizes.items()}
+    for name, rings in kernel_rings(model).items():  # conv kernels: where in the k x k the weights stay
+        layers[name]['ring_share'] = rings
+    maps = first_layer_maps(model, 32, 3)
+    # a convolution's first layer is local by construction: the score measures a learned locality
+    conv_first = isinstance(first_layer(model), models.Conv2d)
+    n = model.num_params()
+    nonzero_all = sum(int(get_array_module(p).count_nonzero(p)) for _, p, _ in model.params())
+    bits = description_length(nonzero_all, n)
+    summary = dict(
+        arch=args.arch, alpha=args.alpha, optimizer='sgd' if args.beta is None else 'blasso', beta=args.beta,
+        dataset=args.dataset, epochs=final['epoch'],
+        final_test_acc=final['test_acc'], train_acc=final['train_acc'],
+        # model selection as the paper: the epoch of best validation accuracy, and its test accuracy
+        best_val_acc=selected['val_acc'] if selected else None, selected_epoch=selected['epoch'] if selected else None,
+        selected_test_acc=selected['test_acc'] if selected else None,
+        best_test_acc_chosen_on_test=max(m['test_acc'] for m in metrics if m['test_acc'] is not None),  # optimistic
+        layers=layers, nonzero_total=final['nonzero']['total'], weights_total=sum(sizes.values()),
+        reference_sizes=reference_sizes(args.alpha),
+        locality_score=None if conv_first else locality_score(maps),
+        description_length_bits=bits, mdl_gap_bound=mdl_gap_bound(bits, n, num_train),
+        seconds=sum(m['seconds'] for m in metrics))
+    with open(os.path.join(args.out, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    save_filters(maps, os.path.join(args.out, 'filters.png'), seed=args.seed)
+    print(f'\n{args.arch} alpha {args.alpha}, {summary["optimizer"]}, {summary["epochs"]} epochs: '
+          f'test accuracy final {100 * summary["final_test_acc"]:.2f}%' +
+          (f', at the epoch of best validation accuracy ({selected["epoch"]}) {100 * selected["test_acc"]:.2f}%'
+           if selected else f', best over epochs (chosen on the test set) {100 * summary["best_test_acc_chosen_on_test"]:.2f}%'))
+    for name, layer in layers.items():
+        rings = layer.get('ring_share')
+        print(f'  layer {name:18s} non-zero {layer["nonzero"]:>12,} of {layer["size"]:>12,} ({100 * layer["share"]:.2f}%)'
+              + (' by distance from the kernel centre: ' + ' '.join(f'{100 * r:.0f}%' for r in rings) if rings else ''))
+    print('  reference: ' + ', '.join(f'{k} {v:,}' for k, v in summary['reference_sizes'].items()))
+    locality = summary['locality_score']
+    print('  locality score of the first layer: ' + ('n/a: a convolution, local by construction' if conv_first else
+          f'{"n/a" if locality is None else f"{locality:.3f}"} (dense random ~0.1, S-LOCAL 1.0)'))
+    print(f'  description length (Theorem 2): {bits:,.0f} bits; bound on the generalisation gap '
+          f'{summary["mdl_gap_bound"]:.3g}')
+    print(f'  written to {args.out}: config.json metrics.jsonl checkpoint.npz curves.png filters.png '
+          f'filters-over-time.png summary.json')

@@ -670,12 +670,11 @@ def fig5_png(cells, out_dir):
 def fig3(cells, out_dir):
     """The selected beta=50 S-FC run's non-zeros per layer over epochs (report.save_curves)."""
     import report as run_report
-    import train
     for (arch, row_method, dataset), selected in cells.items():
         if arch == 's_fc' and row_method == 'beta-LASSO beta=50':
             config, _, run_dir = selected[0]
             metrics = [json.loads(line) for line in open(os.path.join(run_dir, 'metrics.jsonl'))]
-            run_report.save_curves(metrics, train.reference_sizes(config['alpha']),
+            run_report.save_curves(metrics, run_report.reference_sizes(config['alpha']),
                                    os.path.join(out_dir, f'fig3-{dataset}.png' if dataset != 'cifar10' else 'fig3.png'))
 
 

@@ -10,7 +10,6 @@ import pytest
 
 import backend
 import data
-import report
 from conftest import HAVE_CIFAR10, NO_CIFAR10, REAL_DATA
 from fixtures import make_cifar10, make_cifar100, make_svhn, md5
 
