@@ -236,7 +236,8 @@ class BatchNorm:
     The arithmetic runs on x as rows (N, H*W*F) against per-feature vectors tiled to a row's
     length, so that every NumPy loop runs along a whole row rather than along F features: on
     (N*H*W, F) against the (F,) vectors themselves, the alpha-8 conv and local nets step 10-20%
-    slower (8 features). On a GPU the tiles cost a small kernel each. For (N, F) tiling is a no-op.
+    slower (8 features; bench.py with each form, 2 cores). On a GPU the tiles cost a small kernel
+    each. For (N, F) tiling is a no-op.
     """
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype=np.float32):

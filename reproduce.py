@@ -98,9 +98,9 @@ def cpu_claim(s):
     """Where does beta-LASSO beat SGD on S-FC at CPU scale? Training-set size x alpha x {SGD;
     beta-LASSO, lr 1.0, layer-1 lambda in {1e-5, 2e-5, 5e-5, 1e-4, 2e-4} (5k images: and 5e-4), FC
     layers a tenth}, crop + flip. The lambda grid reaches far enough that validation's choice is
-    inside it on the small sets. Epochs so that SGD's train accuracy saturates on the small sets
-    (the same step budget in every cell). Then the paper's augmentation (--augment faa) at alpha 4
-    on 10k images and on the full set, with the lambdas around the one crop + flip chose there."""
+    inside it on the small sets. More epochs on fewer images (3,600 / 5,700 / 8,700 steps), so that
+    SGD's train accuracy saturates on the small sets. Then the paper's augmentation (--augment faa)
+    at alpha 4 on 10k images and on the full set, with the lambdas around the one crop + flip chose."""
     epochs = {5000: 400, 10000: 300, 50000: 100}
     blasso = lambda lam: dict(beta=50, lr=1.0, lam_conv=lam, lam_fc=lam / 10)  # noqa: E731
     lams = {n: (1e-5, 2e-5, 5e-5, 1e-4, 2e-4) + ((5e-4,) if n == 5000 else ()) for n in epochs}
@@ -474,6 +474,51 @@ def accuracy(summary):
     return 100 * (selected if selected is not None else summary['final_test_acc'])
 
 
+def paired_difference(a, b):
+    """a - b in accuracy points over the seeds both cells have: (mean, 95% t-interval half-width
+    or None for one pair, pairs), or None without a common seed."""
+    from scipy import stats
+    by_seed = lambda selected: {config['seed']: accuracy(summary) for config, summary, _ in selected}  # noqa: E731
+    a, b = by_seed(a), by_seed(b)
+    diffs = [a[seed] - b[seed] for seed in sorted(set(a) & set(b))]
+    if not diffs:
+        return None
+    half = stats.t.ppf(0.975, len(diffs) - 1) * np.std(diffs, ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else None
+    return float(np.mean(diffs)), half, len(diffs)
+
+
+def difference_text(diff):
+    if diff is None:
+        return '—'
+    mean, half, pairs = diff
+    if half is None:
+        return f'{mean:+.2f} (1 pair: no interval)'
+    verdict = '' if abs(mean) > half else ', not established'
+    return f'{mean:+.2f} ± {half:.2f} ({pairs} pairs{verdict})'
+
+
+def train_text(selected):
+    return f'{100 * np.mean([s["train_acc"] for _, s, _ in selected]):.1f}' if selected else '—'
+
+
+def first_layer_text(selected, *references):
+    """Mean layer-1 non-zeros over seeds, with the reference layer sizes at this alpha."""
+    if not selected:
+        return '—'
+    nonzero = np.mean([next(iter(s['layers'].values()))['nonzero'] for _, s, _ in selected])
+    sizes = [selected[0][1].get('reference_sizes', {}).get(r) for r in references]
+    return f'{nonzero:,.0f} (' + '; '.join(f'{size:,}' for size in sizes if size) + ')'
+
+
+def locality_text(selected):
+    """Mean locality over the seeds where it is defined (a unit with 20 or more weights left)."""
+    scores = [s.get('locality_score') for _, s, _ in selected]
+    defined = [v for v in scores if v is not None]
+    if not defined:
+        return 'n/a'
+    return f'{np.mean(defined):.2f}' + (f' ({len(defined)} of {len(scores)} seeds)' if len(defined) < len(scores) else '')
+
+
 def cell_text(selected, runs):
     """'mean ± std (n runs, s seeds)' of a cell's selected runs."""
     if not selected:
@@ -556,31 +601,50 @@ def report(experiment, folder, out_dir=None):
             lines.append(f'| {arch} | {name} | {dataset} | {cell_text(plain, counts.get((arch, name, dataset, False), 0))} '
                          f'| {cell_text(permuted, counts.get((arch, name, dataset, True), 0))} | {nonzero} |')
     elif experiment == 'cpu-claim':
-        lines += ['| train images | alpha | augmentation | SGD | beta-LASSO (lambda by validation) | difference | train acc. SGD / '
-                  'beta-LASSO | layer-1 non-zeros (S-LOCAL\'s layer) | locality | layer-1 lambda chosen |', '|---' * 10 + '|']
+        lines += ['| train images | alpha | augmentation | SGD | beta-LASSO (lambda by validation) | paired difference '
+                  '(95% CI) | train acc. SGD / beta-LASSO | layer-1 non-zeros (S-LOCAL\'s layer) | locality | '
+                  'layer-1 lambda chosen |', '|---' * 10 + '|']
         gaps = {}
-        for n, alpha, augment in sorted({cell[:3] for cell in cells}, key=lambda row: (row[2] != 'basic', row)):
+        planned = {CELLS[experiment](run)[:3] for run in grid(experiment, 'paper')}  # cells with no run yet show a dash
+        for n, alpha, augment in sorted({cell[:3] for cell in cells} | planned, key=lambda row: (row[2] != 'basic', row)):
             sgd, lasso = cells.get((n, alpha, augment, 'SGD'), []), cells.get((n, alpha, augment, 'beta-LASSO'), [])
-            mean = lambda selected: np.mean([accuracy(s) for _, s, _ in selected]) if selected else None  # noqa: E731
-            train = lambda selected: f'{100 * np.mean([s["train_acc"] for _, s, _ in selected]):.1f}' if selected else '—'  # noqa: E731
-            diff = mean(lasso) - mean(sgd) if sgd and lasso else None
-            if diff is not None:
-                gaps.setdefault((alpha, augment), []).append((n, diff))
-            first = next(iter(lasso[0][1]['layers'].values())) if lasso else None
-            local = lasso[0][1].get('reference_sizes', {}).get('S-LOCAL layer 1') if lasso else None
-            nonzero = f'{first["nonzero"]:,} ({local:,})' if first and local else '—'
-            locality = lasso[0][1].get('locality_score') if lasso else None
+            diff = paired_difference(lasso, sgd)
+            if diff:
+                gaps.setdefault((alpha, augment), []).append((n,) + diff[:2])
             lams = ', '.join(f'{config["lam_conv"]:g}' for config, _, _ in lasso)  # per seed
-            augmentation = AUGMENTATION_NAMES.get(augment, augment)
-            lines.append(f'| {n:,} | {alpha} | {augmentation} | {cell_text(sgd, counts.get((n, alpha, augment, "SGD"), 0))} '
+            lines.append(f'| {n:,} | {alpha} | {AUGMENTATION_NAMES.get(augment, augment)} '
+                         f'| {cell_text(sgd, counts.get((n, alpha, augment, "SGD"), 0))} '
                          f'| {cell_text(lasso, counts.get((n, alpha, augment, "beta-LASSO"), 0))} '
-                         f'| {"—" if diff is None else f"{diff:+.2f}"} | {train(sgd)} / {train(lasso)} '
-                         f'| {nonzero} '
-                         f'| {"n/a" if locality is None else f"{locality:.2f}"} '
-                         f'| {lams or "—"} |')
+                         f'| {difference_text(diff)} | {train_text(sgd)} / {train_text(lasso)} '
+                         f'| {first_layer_text(lasso, "S-LOCAL layer 1")} | {locality_text(lasso)} | {lams or "—"} |')
         gap_png(gaps, out_dir)
-        lines += ['', 'gap.png: beta-LASSO minus SGD test accuracy against the number of training images, '
-                  'one line per alpha and augmentation.']
+        lines += ['', 'Paired difference: beta-LASSO minus SGD over the seeds both have (each seed fixes the subset, '
+                  'split and data order), its mean and a 95% t-interval; "not established" where the interval holds 0. '
+                  'gap.png draws it against the number of training images, one line per alpha and augmentation.']
+    elif experiment == 'table2-cpu':
+        lines += ['| model | method | test acc. | train acc. | layer-1 non-zeros (S-CONV\'s; S-LOCAL\'s layer) '
+                  '| locality | paper (CIFAR-10, Table 2) |', '|---|---|---|---|---|---|---|']
+        rows = [('three_fc', 'SGD'), ('s_fc', 'SGD'), ('s_fc', 'beta-LASSO beta=50'), ('s_local', 'SGD'), ('s_conv', 'SGD')]
+        for arch, name in rows:
+            selected = cells.get((arch, name), [])
+            paper = PAPER_TABLE2[(arch, name)][0]
+            lines.append(f'| {arch} | {name} | {cell_text(selected, counts.get((arch, name), 0))} | {train_text(selected)} '
+                         f'| {first_layer_text(selected, "S-CONV layer 1", "S-LOCAL layer 1")} '
+                         f'| {locality_text(selected) if arch in ("s_fc", "three_fc") else "by construction"} | {paper} |')
+        sgd, lasso = cells.get(('s_fc', 'SGD'), []), cells.get(('s_fc', 'beta-LASSO beta=50'), [])
+        diff = paired_difference(lasso, sgd)
+        lines += ['', f'S-FC, beta-LASSO minus SGD, paired by seed: {difference_text(diff)} (the paper: '
+                  f'{PAPER_TABLE2[("s_fc", "beta-LASSO beta=50")][0] - PAPER_TABLE2[("s_fc", "SGD")][0]:+.2f}).']
+        for target in ('s_local', 's_conv'):
+            other = cells.get((target, 'SGD'), [])
+            if sgd and lasso and other:
+                mean = lambda selected: np.mean([accuracy(s) for _, s, _ in selected])  # noqa: E731
+                gap = mean(other) - mean(sgd)
+                paper = PAPER_TABLE2[(target, 'SGD')][0] - PAPER_TABLE2[('s_fc', 'SGD')][0]
+                paper_closed = (PAPER_TABLE2[('s_fc', 'beta-LASSO beta=50')][0] - PAPER_TABLE2[('s_fc', 'SGD')][0]) / paper
+                lines.append(f'Of the gap from S-FC (SGD) to {target.upper().replace("_", "-")} ({gap:+.2f} points; '
+                             f'the paper {paper:+.2f}), beta-LASSO closes {100 * (mean(lasso) - mean(sgd)) / gap:.0f}% '
+                             f'(the paper: {100 * paper_closed:.0f}%), from the means over seeds.')
     else:
         lines += ['| cell | selected run | test acc. | layer-1 non-zeros | locality |', '|---|---|---|---|---|']
         for cell, selected in cells.items():
@@ -642,12 +706,15 @@ def fig2_png(points, out_dir):
 
 
 def gap_png(gaps, out_dir):
+    """gaps: {(alpha, augment): [(images, mean difference, 95% half-width or None)]}."""
     fig, ax = axes()
     for (alpha, augment), points in sorted(gaps.items()):
-        ax.plot(*zip(*sorted(points)), marker='o', linestyle='-' if augment == 'basic' else '--',
-                label=f'alpha {alpha}, ' + AUGMENTATION_NAMES.get(augment, augment))
+        sizes, means, halves = zip(*sorted(points))
+        ax.errorbar(sizes, means, yerr=[h or 0 for h in halves], marker='o', capsize=3,
+                    linestyle='-' if augment == 'basic' else '--',
+                    label=f'alpha {alpha}, ' + AUGMENTATION_NAMES.get(augment, augment))
     ax.axhline(0, color='grey', linewidth=0.8)
-    sizes = sorted({n for points in gaps.values() for n, _ in points})
+    sizes = sorted({n for points in gaps.values() for n, _, _ in points})
     ax.set_xscale('log')
     ax.set_xticks(sizes, [f'{n:,}' for n in sizes])  # the grid's sizes, not powers of ten
     ax.minorticks_off()

@@ -216,10 +216,49 @@ def test_cpu_claim_report_gives_the_difference_per_cell(tmp_path, monkeypatch):
     fake_run(folder, dict(base, augment='faa', beta=50, lr=1.0, lam_conv=5e-5, lam_fc=5e-6), 0.61, 0.57)
     text = reproduce.report('cpu-claim', str(folder))
     row = next(line for line in text.splitlines() if line.startswith('| 5,000 | 4 | crop + flip |'))
-    assert '| 52.00 (1 runs, 1 seed) | 56.00 (2 runs, 1 seed) | +4.00 |' in row and row.endswith('| 1e-05 |')
+    assert '| 52.00 (1 runs, 1 seed) | 56.00 (2 runs, 1 seed) | +4.00 (1 pair: no interval) |' in row
+    assert row.endswith('| 1e-05 |')
     row = next(line for line in text.splitlines() if line.startswith('| 5,000 | 4 | Fast AutoAugment |'))
-    assert '| 58.00 (1 runs, 1 seed) | 57.00 (1 runs, 1 seed) | -1.00 |' in row and row.endswith('| 5e-05 |')
+    assert '| 58.00 (1 runs, 1 seed) | 57.00 (1 runs, 1 seed) | -1.00 (1 pair: no interval) |' in row
+    assert row.endswith('| 5e-05 |')
     assert (folder / 'gap.png').exists()
+
+
+def test_paired_differences_and_their_interval(tmp_path):
+    """beta-LASSO minus SGD paired by seed, with a 95% t-interval worked by hand: differences
+    1, 2, 3 have mean 2, sd 1 and half-width t(0.975, 2) / sqrt(3) = 4.303 / 1.732 = 2.48."""
+    folder = tmp_path / 'cpu-claim'
+    base = dict(arch='s_fc', dataset='cifar10', alpha=8, train_size=10000, epochs=300, augment='basic')
+    lasso = dict(base, beta=50, lr=1.0, lam_conv=1e-4, lam_fc=1e-5)
+    for seed, (sgd, diff) in enumerate(((0.50, 0.01), (0.55, 0.02), (0.52, 0.03))):
+        fake_run(folder, base, 0.5, sgd, seed)
+        fake_run(folder, lasso, 0.5, sgd + diff, seed)
+    fake_run(folder, base, 0.5, 0.9, 3)  # a seed without its pair is left out of the difference
+    cells = reproduce.select('cpu-claim', reproduce.read_runs('cpu-claim', str(folder)))
+    mean, half, pairs = reproduce.paired_difference(cells[(10000, 8, 'basic', 'beta-LASSO')],
+                                                    cells[(10000, 8, 'basic', 'SGD')])
+    assert (round(mean, 6), round(half, 2), pairs) == (2.0, 2.48, 3)
+    assert reproduce.difference_text((mean, half, pairs)) == '+2.00 ± 2.48 (3 pairs, not established)'
+    assert reproduce.difference_text((2.5, 1.24, 3)) == '+2.50 ± 1.24 (3 pairs)'
+
+
+def test_table2_cpu_report_sets_the_rows_side_by_side(tmp_path):
+    folder = tmp_path / 'cpu-claim'
+    base = dict(dataset='cifar10', alpha=8, train_size=10000, epochs=300, augment='basic')
+    for seed in (0, 1):
+        fake_run(folder, dict(base, arch='s_fc'), 0.5, 0.50 + 0.01 * seed, seed)
+        fake_run(folder, dict(base, arch='s_fc', beta=50, lr=1.0, lam_conv=1e-4, lam_fc=1e-5), 0.5, 0.55 + 0.01 * seed, seed)
+        fake_run(folder, dict(base, arch='s_local'), 0.5, 0.60 + 0.01 * seed, seed)
+        fake_run(folder, dict(base, arch='s_conv'), 0.5, 0.70 + 0.01 * seed, seed)
+    fake_run(folder, dict(base, arch='s_fc', train_size=5000), 0.9, 0.99)  # another cell of cpu-claim: not a row
+    text = reproduce.report('table2-cpu', str(folder))
+    assert (folder / 'report-table2-cpu.md').read_text() == text
+    row = next(line for line in text.splitlines() if line.startswith('| s_fc | SGD |'))
+    assert '| 50.50 ± 0.71 (2 runs, 2 seeds) |' in row and row.endswith('| 78.63 |')
+    assert 'paired by seed: +5.00 ± 0.00 (2 pairs) (the paper: +6.56)' in text
+    assert 'to S-LOCAL (+10.00 points; the paper +7.23), beta-LASSO closes 50% (the paper: 91%)' in text
+    assert 'to S-CONV (+20.00 points; the paper +8.42), beta-LASSO closes 25%' in text
+    assert '| three_fc | SGD | — |' in text
 
 
 def test_permutation_report_sets_the_permuted_run_beside(tmp_path, monkeypatch):
