@@ -205,7 +205,8 @@ def cost_text(flops_and_disk, tflops):
     flops, disk = flops_and_disk
     hours = flops / tflops / 1e12 / 3600
     return (f'# training compute {flops:.3g} FLOP: {hours:,.0f}' if hours >= 10 else f'# training compute {flops:.3g} FLOP: {hours:.2g}') + (
-        f' GPU-hours at {tflops:g} TFLOP/s sustained (an assumption; --gpu-tflops); checkpoints kept at the end: {disk / 1e9:,.3g} GB')
+        f' GPU-hours at {tflops:g} TFLOP/s sustained (an assumption; --gpu-tflops); checkpoints kept at the end: {disk / 1e9:,.3g} GB'
+        ' (each run writes its checkpoint every 10 minutes of training, train.py\'s --save-minutes, and at its end)')
 
 
 def unique(runs):
@@ -289,7 +290,8 @@ def launch_local(todo, jobs, data_dir):
     import backend
     gpus = backend.cupy.cuda.runtime.getDeviceCount() if backend.gpu_available() else 0
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    pending, running, failed, shown, stopping = list(todo), {}, [], None, []
+    from train import holder
+    pending, running, failed, shown, stopping, held = list(todo), {}, [], None, [], []
 
     def stop(signum, frame):
         if not stopping:
@@ -302,6 +304,9 @@ def launch_local(todo, jobs, data_dir):
         while (pending and not stopping) or running:
             while pending and not stopping and len(running) < jobs:
                 run_dir, run = pending.pop(0)
+                if holder(run_dir):  # another process writes it (the same grid started twice)
+                    held.append(f'{run_dir} (pid {holder(run_dir)})')
+                    continue
                 slot = min(set(range(jobs)) - {s for s, _, _ in running.values()})
                 env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
                 if gpus:
@@ -326,12 +331,14 @@ def launch_local(todo, jobs, data_dir):
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         bar.close()
+    for line in held:
+        print(f'skipped, another process is writing it: {line}')
     for line in failed:
         print(f'failed: {line}')
     if stopping:
         print('stopped: the running runs wrote their checkpoints; issue the same command to continue')
         return INTERRUPTED
-    return 1 if failed else 0
+    return 1 if failed or held else 0
 
 
 class TrainJob:
@@ -341,7 +348,11 @@ class TrainJob:
     continues the run from its directory. A plain class: submitit is imported only here."""
 
     def __call__(self, run_dir, run, data_dir=None):
+        from train import holder
         if is_done(run_dir):
+            return run_dir
+        if holder(run_dir):  # a requeued job while the old one still writes: leave the run to it
+            print(f'skipped {run_dir}: pid {holder(run_dir)} is writing it')
             return run_dir
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, 'train.log'), 'a') as log:

@@ -4,10 +4,12 @@
     python train.py --arch s_fc --alpha 4 --epochs 3 --beta 50     # a quick look on a CPU
     python train.py --resume runs/s_fc-blasso-a150                 # continue an interrupted run
 
-A run writes config.json, metrics.jsonl (one line per epoch), checkpoint.npz (every --save-every epochs),
+A run writes config.json, metrics.jsonl (one line per epoch), checkpoint.npz (every --save-minutes),
 curves.png, filters.png, filters-over-time.png and summary.json into its run directory (--out).
 """
 import argparse
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -72,7 +74,10 @@ def parse_args(argv):
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'gpu'], help='gpu needs CuPy and a GPU')
     p.add_argument('--out', default=None, help='run directory (default runs/ARCH-OPTIMIZER-aALPHA)')
     p.add_argument('--resume', default=None, metavar='DIR', help="continue the run in DIR with its saved configuration")
-    p.add_argument('--save-every', type=int, default=1, help='epochs between checkpoints and curves (Ctrl-C always saves)')
+    p.add_argument('--save-minutes', type=float, default=10.0,
+                   help='minutes of training between checkpoints and curves (0: every epoch); the last epoch and '
+                        'Ctrl-C, SIGTERM and SIGUSR2 always save')
+    p.add_argument('--save-every', type=int, default=None, help='also checkpoint every N epochs')
     p.add_argument('--eval-every', type=int, default=1,
                    help='epochs between validation and test evaluations (the last epoch always); small training sets '
                         'spend most of an epoch evaluating')
@@ -96,7 +101,7 @@ def parse_args(argv):
 RANGES = {
     'alpha': (lambda v: v > 0, 'positive'), 'width': (lambda v: v is None or v > 0, 'positive'),
     'epochs': (lambda v: v > 0, 'positive'), 'batch_size': (lambda v: v > 0, 'positive'),
-    'save_every': (lambda v: v > 0, 'positive'), 'eval_every': (lambda v: v > 0, 'positive'), 'val_size': (lambda v: v >= 0, '0 or more'),
+    'save_every': (lambda v: v is None or v > 0, 'positive'), 'save_minutes': (lambda v: v >= 0, '0 or more'), 'eval_every': (lambda v: v > 0, 'positive'), 'val_size': (lambda v: v >= 0, '0 or more'),
     'train_size': (lambda v: v is None or v > 0, 'positive'), 'lr': (lambda v: v > 0, 'positive'),
     'kernel_size': (lambda v: v > 0 and v % 2 == 1, 'odd and positive'),
     'beta': (lambda v: v is None or v >= 0, '0 or more'), 'lam_conv': (lambda v: v >= 0, '0 or more'),
@@ -163,27 +168,72 @@ def load_checkpoint(run_dir):
 
 def main(argv=None):
     """One run, as a recipe: each step is a function below, in this order."""
-    args, config, checkpoint = open_run(parse_args(argv))
-    xp = array_module(args)
-    batches = load_data(args, xp)
-    model, groups = build_model(args, xp, batches)
-    velocity, progress, metrics = restore(args, config, model, checkpoint, xp)
-    interrupted, release_signals = catch_stop_signals()
-    try:
-        with np.errstate(over='ignore', invalid='ignore'):  # divergence is reported by the NaN guard
-            for epoch in range(progress['epoch'], args.epochs):
-                if not train_epoch(args, model, batches, groups, velocity, progress, epoch, interrupted):
-                    return 1  # the loss is not finite: no checkpoint is written
-                if interrupted:
-                    save_checkpoint(checkpoint_path(args), model, velocity, config, progress)
-                    print(f'\ninterrupted ({signal.Signals(interrupted[0]).name}) at epoch {epoch + 1}, step '
-                          f'{progress["step"]}; checkpoint written.\ncontinue with: python train.py --resume {args.out}')
-                    return INTERRUPTED
-                progress = end_epoch(args, config, model, batches, velocity, progress, metrics, epoch)
-    finally:
-        release_signals()
-    report.summarize(args, model, metrics, len(batches['train'].labels))
-    return 0
+    args = parse_args(argv)
+    with one_writer(args.resume or args.out):
+        args, config, checkpoint = open_run(args)
+        xp = array_module(args)
+        batches = load_data(args, xp)
+        model, groups = build_model(args, xp, batches)
+        velocity, progress, metrics = restore(args, config, model, checkpoint, xp)
+        interrupted, release_signals = catch_stop_signals()
+        saved_at = [time.monotonic()]  # when the last checkpoint was written, or the run (re)started
+        try:
+            with np.errstate(over='ignore', invalid='ignore'):  # divergence is reported by the NaN guard
+                for epoch in range(progress['epoch'], args.epochs):
+                    if not train_epoch(args, model, batches, groups, velocity, progress, epoch, interrupted):
+                        return 1  # the loss is not finite: no checkpoint is written
+                    if interrupted:
+                        save_checkpoint(checkpoint_path(args), model, velocity, config, progress)
+                        print(f'\ninterrupted ({signal.Signals(interrupted[0]).name}) at epoch {epoch + 1}, step '
+                              f'{progress["step"]}; checkpoint written.\ncontinue with: python train.py --resume {args.out}')
+                        return INTERRUPTED
+                    progress = end_epoch(args, config, model, batches, velocity, progress, metrics, epoch, saved_at)
+        finally:
+            release_signals()
+        report.summarize(args, model, metrics, len(batches['train'].labels))
+        return 0
+
+
+@contextlib.contextmanager
+def one_writer(run_dir):
+    """Hold the run directory for this process alone: an exclusive flock on run_dir/lock, which
+    the OS releases when the process ends, so a killed run leaves no stale lock. A second
+    writer (the same command started twice, a requeued job while the old one still writes)
+    stops at once, naming the holder."""
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, 'lock'), 'a+') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            fail(f'{run_dir} is being written by another process (pid {lock.read().strip() or "unknown"}); '
+                 f'wait for it to end, or choose another --out')
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f'{os.getpid()}\n')
+        lock.flush()
+        yield
+
+
+def holder(run_dir):
+    """The pid holding run_dir (as a string), or None when no process writes it."""
+    path = os.path.join(run_dir, 'lock')
+    if not os.path.exists(path):
+        return None
+    with open(path) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return lock.read().strip() or 'unknown'
+    return None
+
+
+def save_due(args, epoch, minutes):
+    """Whether to checkpoint after `epoch` (from 0), `minutes` after the last checkpoint: at the
+    last epoch, every --save-every epochs, and once --save-minutes have passed. At the paper's
+    size a checkpoint is a gigabyte and an epoch on a GPU a few seconds: by time, not by epoch."""
+    return (epoch + 1 == args.epochs or minutes >= args.save_minutes
+            or bool(args.save_every and (epoch + 1) % args.save_every == 0))
 
 
 def open_run(args):
@@ -212,7 +262,8 @@ def checkpoint_path(args):
 def array_module(args):
     """2. numpy, or cupy on a GPU: arrays carry their backend from here on."""
     if args.device == 'gpu' and not backend.gpu_available():
-        fail('--device gpu needs CuPy and a visible GPU (pip install cupy-cuda12x); use --device cpu')
+        fail("--device gpu needs CuPy and a visible GPU (pip install 'cupy-cuda12x[ctk]'; nvidia-smi shows the GPU, "
+             "python -c 'import cupy; cupy.ones(1) + 1' checks the toolkit); use --device cpu")
     return backend.cupy if args.device != 'cpu' and backend.gpu_available() else np
 
 
@@ -259,7 +310,9 @@ def build_model(args, xp, batches):
         print(f'optimizer: beta-LASSO, beta {args.beta:g}, no momentum, lr {args.lr:g} cosine')
     else:
         print(f'optimizer: SGD, momentum {args.momentum:g}, weight decay {args.weight_decay:g}, lr {args.lr:g} cosine')
-    if xp is np:
+    if xp is not np:  # on a GPU: what the run will cost, before it starts
+        print(cost_line(args, model, len(batches['train'])))
+    else:
         step_flops = 6 * models.macs_per_image(model) * args.batch_size
         a = np.ones((1024, 1024), np.float32)
         t0 = time.perf_counter()
@@ -270,6 +323,19 @@ def build_model(args, xp, batches):
                   f'for a quick look: python train.py --arch {args.arch} --alpha 4 --epochs 3' +
                   (f' --beta {args.beta:g}' if groups is not None else ''))
     return model, groups
+
+
+def cost_line(args, model, steps_per_epoch):
+    """Training FLOPs (6 per multiply-add and image), time at reproduce.py's assumed GPU rate,
+    and the disk the checkpoints take (the newest and the one before; SGD's velocity doubles it)."""
+    from reproduce import GPU_TFLOPS
+    epoch_flops = 6 * models.macs_per_image(model) * args.batch_size * steps_per_epoch
+    seconds = epoch_flops / GPU_TFLOPS / 1e12
+    velocity = args.beta is None and args.momentum > 0
+    disk = 2 * 4 * model.num_params() * (1 + velocity)
+    return (f'cost: {epoch_flops:.3g} FLOP an epoch; at an assumed {GPU_TFLOPS:g} TFLOP/s {seconds:.3g} s an epoch, '
+            f'{seconds * args.epochs / 3600:.3g} h for {args.epochs} epochs; checkpoints {disk / 1e9:.3g} GB, '
+            f'written every {args.save_minutes:g} minutes of training')
 
 
 def restore(args, config, model, checkpoint, xp):
@@ -381,10 +447,10 @@ def evaluate(model, batches):
     return float(loss_sum) / n, int(correct) / n
 
 
-def end_epoch(args, config, model, batches, velocity, progress, metrics, epoch):
+def end_epoch(args, config, model, batches, velocity, progress, metrics, epoch, saved_at):
     """7. Evaluate (every --eval-every epochs and the last), count non-zeros (Fig. 3), append
     to metrics.jsonl, snapshot the first layer's filters at a few epochs (filters-over-time.png),
-    and checkpoint every --save-every epochs and the last. Returns the next
+    and checkpoint when save_due (saved_at[0]: when the last was written). Returns the next
     epoch's fresh progress."""
     steps = len(batches['train'])
     scored = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
@@ -405,8 +471,9 @@ def end_epoch(args, config, model, batches, velocity, progress, metrics, epoch):
     if epoch + 1 in report.snapshot_epochs(args.epochs):
         report.add_filter_snapshot(model, args.out, epoch + 1, seed=args.seed)
     progress = dict(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
-    if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:  # 1 GB at alpha 150
+    if save_due(args, epoch, (time.monotonic() - saved_at[0]) / 60):
         save_checkpoint(checkpoint_path(args), model, velocity, config, progress)
+        saved_at[0] = time.monotonic()
         report.save_curves(metrics, report.reference_sizes(args.alpha), os.path.join(args.out, 'curves.png'))
     return progress
 

@@ -277,13 +277,22 @@ def test_a_stopped_grid_checkpoints_and_the_same_command_continues(tiny_experime
     SIGTERM, checkpoint and stop, nothing is counted as failed; the same command resumes them
     (test_an_interrupted_run_is_resumed_by_the_next_command)."""
     for run in tiny_experiment:
-        run['epochs'] = 30
-    real_popen, started = reproduce.subprocess.Popen, []
+        run['epochs'] = 3000  # far more than the test waits for
+    real_popen, started, out_dirs = reproduce.subprocess.Popen, [], []
+
+    def stop_when_both_train():
+        deadline = time.time() + 120
+        while not all(os.path.exists(os.path.join(d, 'metrics.jsonl')) and os.path.getsize(os.path.join(d, 'metrics.jsonl'))
+                      for d in out_dirs):
+            assert time.time() < deadline
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def popen(*args, **kwargs):
         started.append(real_popen(*args, **kwargs))
-        if len(started) == 2:  # both slots busy: stop the grid a moment later
-            threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        out_dirs.append(args[0][args[0].index('--out') + 1])
+        if len(started) == 2:  # both slots busy: stop the grid once both have finished an epoch
+            threading.Thread(target=stop_when_both_train, daemon=True).start()
         return started[-1]
     monkeypatch.setattr(reproduce.subprocess, 'Popen', popen)
     assert reproduce.main(['run', 'tiny', '--jobs', '2', '--data-dir', data_dir]) == 130
@@ -291,3 +300,18 @@ def test_a_stopped_grid_checkpoints_and_the_same_command_continues(tiny_experime
     folder = tmp_path / 'runs' / 'tiny'
     stopped = [n for n in os.listdir(folder) if (folder / n / 'checkpoint.npz').exists()]
     assert len(stopped) == 2 and not any((folder / n / 'summary.json').exists() for n in stopped)
+
+
+def test_the_local_launcher_skips_a_run_another_process_writes(tiny_experiment, data_dir, tmp_path, capsys):
+    import fcntl
+    held = os.path.join(str(tmp_path / 'runs' / 'tiny'), reproduce.run_name(dict(tiny_experiment[0], seed=0)))
+    os.makedirs(held)
+    with open(os.path.join(held, 'lock'), 'a+') as lock:  # as a train.py writing it holds it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write('4242\n')
+        lock.flush()
+        assert reproduce.main(['run', 'tiny', '--jobs', '2', '--data-dir', data_dir]) == 1
+    out = capsys.readouterr().out
+    assert f'skipped, another process is writing it: {held} (pid 4242)' in out
+    assert not reproduce.is_done(held) and not os.path.exists(os.path.join(held, 'train.log'))
+    assert sum(reproduce.is_done(str(tmp_path / 'runs' / 'tiny' / n)) for n in os.listdir(tmp_path / 'runs' / 'tiny')) == 3

@@ -1,7 +1,11 @@
 """train.py end to end on tiny generated data in the real CIFAR-10 format."""
+import argparse
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -164,7 +168,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tiny_dir, tmp_path,
     """A truncated newest checkpoint: the run continues from the one before, saying so, and ends
     with the weights it had; when both are damaged, one line naming both."""
     out = tmp_path / 'run'
-    assert run(tiny_dir, out, '--arch', 's_fc', '--alpha', '1', '--epochs', '3', '--augment', 'none') == 0
+    assert run(tiny_dir, out, '--arch', 's_fc', '--alpha', '1', '--epochs', '3', '--augment', 'none', '--save-minutes', '0') == 0
     good = np.load(out / 'checkpoint.npz')
     whole = (out / 'checkpoint.npz').read_bytes()
     (out / 'checkpoint.npz').write_bytes(whole[:len(whole) // 2])
@@ -364,3 +368,88 @@ def test_filters_over_time(tiny_dir, tmp_path, monkeypatch):
     assert train.main(['--resume', str(tmp_path / 'split'), '--quiet']) == 0
     split = np.load(tmp_path / 'split' / 'filter_history.npz')
     assert sorted(split.files) == sorted(history.files) and all(np.array_equal(split[k], history[k]) for k in history.files)
+
+
+def test_save_due_by_time_by_epochs_and_at_the_end():
+    args = argparse.Namespace(epochs=10, save_minutes=10.0, save_every=None)
+    assert not train.save_due(args, 0, 9.99) and train.save_due(args, 0, 10.0) and train.save_due(args, 9, 0.0)
+    args.save_every = 3
+    assert train.save_due(args, 2, 0.0) and not train.save_due(args, 3, 0.0)
+    args.save_minutes = 0.0
+    assert all(train.save_due(args, epoch, 0.0) for epoch in range(10))
+
+
+def test_checkpoints_follow_the_clock(tiny_dir, tmp_path, monkeypatch):
+    """With a clock that moves 4 minutes per reading and --save-minutes 10, the checkpoint is
+    written after the third epoch (12 minutes), then at the last, and not before."""
+    readings = iter(range(0, 10 ** 6, 240))
+    monkeypatch.setattr(train, 'time', argparse.Namespace(perf_counter=time.perf_counter, monotonic=lambda: next(readings)))
+    saved = []
+    real_save = train.save_checkpoint
+    monkeypatch.setattr(train, 'save_checkpoint', lambda path, model, velocity, config, progress: (
+        saved.append(progress['epoch']), real_save(path, model, velocity, config, progress)))
+    assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '6', '--save-minutes', '10') == 0
+    assert saved == [3, 6]  # clock: start 0; epochs 1, 2, 3 end at 4, 8, 12 min; saved at 16; 20, 24; the last
+
+
+@pytest.fixture(scope='module')
+def extracted_dir(tmp_path_factory):
+    """The tiny CIFAR-10 extracted, for train.py subprocesses (a folder is read without an MD5 check)."""
+    directory = tmp_path_factory.mktemp('extracted')
+    archive = make_cifar10(str(directory), per_batch=40, test=40)
+    saved = data.DATASETS['cifar10']['md5']
+    data.DATASETS['cifar10']['md5'] = md5(archive)
+    try:
+        data.load('cifar10', str(directory))
+    finally:
+        data.DATASETS['cifar10']['md5'] = saved
+    os.remove(archive)
+    return str(directory)
+
+
+def test_one_writer_per_run_directory(extracted_dir, tmp_path, capsys):
+    """A second train.py on a directory another one is writing stops at once, naming the holder;
+    the first run's records stay intact, and a killed run leaves no stale lock."""
+    out = tmp_path / 'run'
+    script = os.path.join(os.path.dirname(train.__file__), 'train.py')
+    first = subprocess.Popen([sys.executable, script, '--data-dir', extracted_dir, '--out', str(out), '--quiet',
+                              '--batch-size', '40', '--arch', 's_fc', '--alpha', '1', '--epochs', '100000'],
+                             stdout=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not os.path.exists(out / 'metrics.jsonl') or not read_metrics(out):  # the first has started its epochs
+        assert time.time() < deadline and first.poll() is None
+        time.sleep(0.1)
+    assert train.holder(str(out)) == str(first.pid)
+    with pytest.raises(SystemExit) as e:
+        run(extracted_dir, out, '--arch', 's_fc', '--alpha', '1', '--epochs', '2')
+    assert e.value.code == 2 and f'is being written by another process (pid {first.pid})' in capsys.readouterr().err
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(60) == train.INTERRUPTED
+    epochs = [m['epoch'] for m in read_metrics(out)]
+    progress = json.loads(str(np.load(out / 'checkpoint.npz')['progress']))
+    assert epochs == list(range(1, len(epochs) + 1)) and progress['epoch'] == len(epochs)
+    assert json.load(open(out / 'config.json'))['epochs'] == 100000  # the first run's, not the second's
+    assert train.holder(str(out)) is None  # released with the process
+    resumed = subprocess.Popen([sys.executable, script, '--resume', str(out), '--quiet'], stdout=subprocess.DEVNULL)
+    while train.holder(str(out)) != str(resumed.pid):
+        assert time.time() < deadline and resumed.poll() is None
+        time.sleep(0.1)
+    resumed.kill()  # SIGKILL: no handler runs, and still the OS drops the lock
+    resumed.wait()
+    assert train.holder(str(out)) is None
+
+
+def test_cost_line_before_a_gpu_run():
+    """What train.py prints on a GPU before the first epoch, checked on the CPU by hand: an FC
+    net's multiply-adds per image are its weights."""
+    import reproduce
+    args = train.parse_args(['--arch', 's_fc', '--alpha', '1', '--epochs', '4', '--batch-size', '100'])
+    model = models.build('s_fc', 1)
+    weights = 3072 * 256 + 256 * 24 + 24 * 10  # S-FC's three weight matrices at alpha 1
+    assert models.macs_per_image(model) == weights
+    line = train.cost_line(args, model, steps_per_epoch=50)
+    flops = 6 * weights * 100 * 50
+    seconds = flops / reproduce.GPU_TFLOPS / 1e12
+    assert line.startswith(f'cost: {flops:.3g} FLOP an epoch; at an assumed 20 TFLOP/s {seconds:.3g} s an epoch')
+    assert f'{seconds * 4 / 3600:.3g} h for 4 epochs' in line and 'written every 10 minutes of training' in line
+    assert f'checkpoints {2 * 4 * model.num_params() * 2 / 1e9:.3g} GB' in line  # SGD: weights and velocity, twice
