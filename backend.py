@@ -72,7 +72,10 @@ KERNELS = {
 @functools.lru_cache(maxsize=None)
 def _kernel(name):
     """One compiled cupy.ElementwiseKernel, built on first use. --fmad=false: no multiply-add is
-    contracted, so the arithmetic is NumPy's, operation for operation."""
+    contracted, so the arithmetic is NumPy's, operation for operation (tests/test_blasso.py
+    compiles each body as C and compares its bits with NumPy's on edge cases). One difference
+    stays: CuPy appends -ftz=true to every compile, after these options (cupy/cuda/compiler.py),
+    so a GPU flushes float32 subnormals to zero where NumPy keeps them."""
     inputs, outputs, body = KERNELS[name]
     return cupy.ElementwiseKernel(inputs, outputs, body, name, options=('--fmad=false',))
 

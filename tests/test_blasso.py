@@ -122,26 +122,109 @@ def test_count_nonzero():
     assert set(counts) == {'1.W', '4.W', '7.W', 'total'}
 
 
+@pytest.mark.filterwarnings('ignore::RuntimeWarning')
 def test_fused_gpu_updates_match_numpy_to_the_bit(xp):
-    """On CuPy each update is one ElementwiseKernel (--fmad=false): float32 results must equal
-    NumPy's bit for bit, for beta-LASSO (with and without lam, beta) and SGD (with and without
-    momentum), over several steps."""
+    """On CuPy each update is one ElementwiseKernel (--fmad=false). Over several steps and on edge
+    cases, every float32 result has NumPy's bits (the sign of a zero included), except where a
+    subnormal is involved: CuPy compiles every kernel with -ftz=true (cupy/cuda/compiler.py
+    appends it after the user's options), so a GPU flushes subnormals to zero."""
     if xp is np:
         pytest.skip('compares the CuPy kernels with NumPy')
     rng = np.random.default_rng(0)
-    shape = (257, 33)
-    p0 = (rng.standard_normal(shape) * 0.02).astype(np.float32)
-    grads = [rng.standard_normal(shape).astype(np.float32) for _ in range(4)]
+    p0, g0 = (a.reshape(-1).copy() for a in np.meshgrid(EDGES, EDGES))
+    p0 = np.concatenate([p0, (rng.standard_normal(4000) * 0.02).astype(np.float32)])
+    grads = [np.concatenate([g0, rng.standard_normal(4000).astype(np.float32)]) for _ in range(3)]
+    tiny = lambda a: (a != 0) & (np.abs(a) < np.finfo(np.float32).tiny)  # noqa: E731  subnormal
+
+    def agree(gpu, cpu, *operands):
+        gpu = xp.asnumpy(gpu)
+        flushed = tiny(cpu) | np.any([tiny(o) for o in operands], axis=0)
+        return same_bits(gpu[~flushed], cpu[~flushed])
     for lam, beta in ((2e-3, 50.0), (2e-3, 0.0), (0.0, 50.0)):
         p_np, p_gpu = p0.copy(), xp.asarray(p0)
         for g in grads:
+            before = p_np.copy()
             blasso.blasso_step([(p_np, g, lam)], 0.3, beta)
             blasso.blasso_step([(p_gpu, xp.asarray(g), lam)], 0.3, beta)
-        assert np.array_equal(xp.asnumpy(p_gpu), p_np), (lam, beta)
+            assert agree(p_gpu, p_np, before, g), (lam, beta)
+            p_gpu = xp.asarray(p_np)  # each step from the same start: a flushed value does not spread
     for momentum, wd in ((0.9, 5e-4), (0.0, 5e-4), (0.9, 0.0)):
         p_np, p_gpu, v_np, v_gpu = p0.copy(), xp.asarray(p0), {}, {}
         for g in grads:
+            before = p_np.copy()
             blasso.sgd_step([('W', p_np, g)], 0.1, momentum, wd, v_np)
             blasso.sgd_step([('W', p_gpu, xp.asarray(g))], 0.1, momentum, wd, v_gpu)
-        assert np.array_equal(xp.asnumpy(p_gpu), p_np), (momentum, wd)
-        assert all(np.array_equal(xp.asnumpy(v_gpu[k]), v_np[k]) for k in v_np)
+            assert agree(p_gpu, p_np, before, g, *v_np.values()), (momentum, wd)
+            p_gpu = xp.asarray(p_np)
+            v_gpu = {k: xp.asarray(v) for k, v in v_np.items()}
+
+
+EDGES = np.array([0.0, -0.0, 1e-45, -1e-45, 1e-40, -3e-39, 0.1, 0.1 + 2 ** -27, 0.1 - 2 ** -27, -0.1, 1.0, -0.5,
+                  3e38, np.inf, -np.inf, np.nan], np.float32)  # zeros, subnormals, the cut-off 0.1 and an ulp either side
+
+
+def c_twin(name, tmp_path):
+    """backend.KERNELS[name]'s body compiled as C for float32 (gcc, no contraction, no fast math):
+    a function of arrays, every input and output one float array, called through ctypes."""
+    import ctypes
+    import shutil
+    import subprocess
+    if not shutil.which('gcc'):
+        pytest.skip('gcc is needed to compile the kernel bodies as C')
+    inputs, outputs, body = backend.KERNELS[name]
+    ins, outs = [v.split()[1] for v in inputs.split(',')], [v.split()[1] for v in outputs.split(',')]
+    source = ('#include <math.h>\ntypedef float T;\nvoid run(int n, ' + ', '.join(f'T *{v}_' for v in ins + outs) +
+              ') {\n  for (int i = 0; i < n; i++) {\n' + ''.join(f'    T {v} = {v}_[i];\n' for v in ins + outs) +
+              body + ''.join(f'    {v}_[i] = {v};\n' for v in outs) + '  }\n}\n')
+    (tmp_path / f'{name}.c').write_text(source)
+    subprocess.run(['gcc', '-O1', '-std=c99', '-ffp-contract=off', '-fPIC', '-shared', '-o', str(tmp_path / f'{name}.so'),
+                    str(tmp_path / f'{name}.c'), '-lm'], check=True)
+    run = ctypes.CDLL(str(tmp_path / f'{name}.so')).run
+
+    def call(**arrays):  # every argument a float32 array of one size, outputs updated in place
+        pointer = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))  # noqa: E731
+        run(ctypes.c_int(arrays[outs[0]].size), *(pointer(arrays[v]) for v in ins + outs))
+    return call
+
+
+def same_bits(a, b):
+    """Equal bit patterns (so the sign of a zero counts), NaN against NaN of any payload."""
+    both_nan = np.isnan(a) & np.isnan(b)
+    return np.array_equal(a.view(np.uint32)[~both_nan], b.view(np.uint32)[~both_nan]) and np.array_equal(np.isnan(a), np.isnan(b))
+
+
+@pytest.mark.filterwarnings('ignore::RuntimeWarning')  # inf - inf and the like, on purpose
+def test_kernel_bodies_compiled_as_c_equal_the_numpy_lines(tmp_path):
+    """The CUDA twins of blasso.py's updates restate its NumPy lines operation for operation: run
+    as C on edge cases (zeros of both signs, subnormals, the cut-off and an ulp either side,
+    infinities, NaN), every result has NumPy's bits. On a GPU one difference remains, CuPy's
+    flush-to-zero of subnormals (it compiles every kernel with -ftz=true), which a CPU keeps."""
+    p0, g0 = (a.reshape(-1).copy() for a in np.meshgrid(EDGES, EDGES))
+    full = lambda value: np.full(p0.shape, value, np.float32)  # noqa: E731
+    blasso_c = c_twin('blasso_update', tmp_path)
+    for lr, lam, beta in ((0.5, 0.002, 50.0), (0.5, 0.0, 50.0), (1.0, 0.01, 0.0), (0.1, 0.002, 50.0)):
+        p_np, p_c = p0.copy(), p0.copy()
+        blasso.blasso_update(p_np, g0, lr, lam, beta * lam)
+        blasso_c(g=g0, lr=full(lr), lam=full(lam), threshold=full(beta * lam), p=p_c)
+        assert same_bits(p_np, p_c), (lr, lam, beta, p0[~(p_np.view(np.uint32) == p_c.view(np.uint32))][:5])
+    sgd_c, momentum_c = c_twin('sgd_update', tmp_path), c_twin('momentum_update', tmp_path)
+    for lr, wd in ((0.1, 5e-4), (0.1, 0.0)):
+        p_np, p_c = p0.copy(), p0.copy()
+        blasso.sgd_update(p_np, g0, lr, wd)
+        sgd_c(g=g0, lr=full(lr), weight_decay=full(wd), p=p_c)
+        assert same_bits(p_np, p_c), (lr, wd)
+        v0 = np.roll(g0, 7)
+        p_np, p_c, v_np, v_c = p0.copy(), p0.copy(), v0.copy(), v0.copy()
+        blasso.momentum_update(p_np, v_np, g0, lr, 0.9, wd)
+        momentum_c(g=g0, lr=full(lr), momentum=full(0.9), weight_decay=full(wd), p=p_c, v=v_c)
+        assert same_bits(p_np, p_c) and same_bits(v_np, v_c), (lr, wd)
+
+
+@pytest.mark.filterwarnings('ignore::RuntimeWarning')
+def test_the_c_check_sees_a_changed_body(tmp_path, monkeypatch):
+    """The check above fails when a kernel body drifts from the NumPy lines: here, the threshold
+    compared with > instead of >=, and the sign of a zero lost."""
+    inputs, outputs, body = backend.KERNELS['blasso_update']
+    monkeypatch.setitem(backend.KERNELS, 'blasso_update', (inputs, outputs, body.replace('>= threshold', '> threshold')))
+    with pytest.raises(AssertionError):
+        test_kernel_bodies_compiled_as_c_equal_the_numpy_lines(tmp_path)
