@@ -6,6 +6,7 @@ backend needs to run that math fast is here, each piece with its reason:
 
 - `elementwise`: blasso.py's in-place updates run on a CPU in cache-sized pieces, and on a
   GPU as one fused kernel per array.
+- `bincount`: counts without reading anything back from a GPU.
 """
 import functools
 
@@ -38,6 +39,20 @@ def is_array(x):
 def to_numpy(x):
     """A NumPy array of x, wherever it lives (a device-to-host copy for CuPy arrays)."""
     return cupy.asnumpy(x) if cupy is not None and isinstance(x, cupy.ndarray) else np.asarray(x)
+
+
+def bincount(values, length):
+    """np.bincount(values, minlength=length) for non-negative ints below length. cupy.bincount
+    reads back to the host twice per call, to check for negative values and to size its output
+    (cupy/_statistics/histogram.py), which stalls the GPU; scatter-adding ones into an array of
+    the known length reads nothing back."""
+    xp = get_array_module(values)
+    if xp is np:
+        return np.bincount(values, minlength=length)
+    import cupyx
+    counts = cupy.zeros(length, np.int32)  # scatter_add's atomics take int32, not int64
+    cupyx.scatter_add(counts, values, 1)
+    return counts.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- fused updates

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from backend import get_array_module, to_numpy
+from backend import bincount, get_array_module, to_numpy
 
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'faa_policies.json')) as _f:
     _SPEC = json.load(_f)
@@ -88,7 +88,7 @@ def _histograms(x):
     xp = get_array_module(x)
     n, h, w, c = x.shape
     bins = x + (xp.arange(n * c, dtype=np.int32) * 256).reshape(n, 1, 1, c)
-    return bins, xp.bincount(bins.reshape(-1), minlength=n * c * 256).reshape(n, c, 256)
+    return bins, bincount(bins.reshape(-1), n * c * 256).reshape(n, c, 256)
 
 
 def _autocontrast(x):

@@ -72,6 +72,9 @@ def parse_args(argv):
     p.add_argument('--seed', type=int, default=0, help='seed of the weights, the split and every batch')
     # system and logging
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'gpu'], help='gpu needs CuPy and a GPU')
+    p.add_argument('--tf32', action=argparse.BooleanOptionalAction, default=False,
+                   help='GPU: matrix products on TF32 tensor cores (inputs rounded to 10-bit mantissas, float32 '
+                        'sums and storage; CUPY_TF32=1); the paper trained in 16 bits')
     p.add_argument('--out', default=None, help='run directory (default runs/ARCH-OPTIMIZER-aALPHA)')
     p.add_argument('--resume', default=None, metavar='DIR', help="continue the run in DIR with its saved configuration")
     p.add_argument('--save-minutes', type=float, default=10.0,
@@ -264,7 +267,12 @@ def array_module(args):
     if args.device == 'gpu' and not backend.gpu_available():
         fail("--device gpu needs CuPy and a visible GPU (pip install 'cupy-cuda12x[ctk]'; nvidia-smi shows the GPU, "
              "python -c 'import cupy; cupy.ones(1) + 1' checks the toolkit); use --device cpu")
-    return backend.cupy if args.device != 'cpu' and backend.gpu_available() else np
+    xp = backend.cupy if args.device != 'cpu' and backend.gpu_available() else np
+    if args.tf32 and xp is np:
+        print('note: --tf32 changes nothing on a CPU')
+    elif args.tf32:
+        os.environ['CUPY_TF32'] = '1'  # CuPy reads it at its first matrix product, which comes after this
+    return xp
 
 
 def load_data(args, xp):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
+import backend
 import data
 import faa
 from conftest import HAVE_CIFAR10, NO_CIFAR10, REAL_DATA
@@ -192,3 +193,32 @@ def test_show_augment_writes_a_png(tmp_path):
                          policy='fa_reduced_cifar10', cutout=16)
     data.show_augment(loader, str(tmp_path / 'augment.png'))
     assert Image.open(tmp_path / 'augment.png').size == (8 * 96, 4 * 96)
+
+
+def test_bincount_counts_as_numpy_does(xp):
+    values = np.random.default_rng(0).integers(0, 700, 5000).astype(np.int32)
+    counts = backend.bincount(xp.asarray(values), 768)
+    assert counts.shape == (768,) and np.array_equal(backend.to_numpy(counts), np.bincount(values, minlength=768))
+
+
+def test_a_training_step_with_faa_reads_nothing_back_on_a_gpu(xp):
+    """One training step with the CIFAR-10 policy, Cutout, the S-FC forward and backward and a
+    beta-LASSO update, under cupyx.allow_synchronize(False): no device-to-host read. (train.py
+    reads the loss and accuracy sums every 10 steps, outside this.)"""
+    if xp is np:
+        pytest.skip('counts device-to-host reads on CuPy')
+    import cupyx
+    import blasso
+    import models
+    images, labels = learnable_images(64, 10, seed=0)
+    mean, std = data.channel_stats(images)
+    loader = data.Loader(images, labels, 32, xp, mean, std, train=True, policy='fa_reduced_cifar10', cutout=16)
+    model = models.to_device(models.build('s_fc', 1), xp)
+    groups = blasso.param_groups(model, 2e-5, 5e-6, verbose=False)
+    batches = loader.epoch(0)
+    next(batches)  # the epoch's draws are made and moved at its start
+    with cupyx.allow_synchronize(False):
+        x, y = next(batches)
+        loss, dlogits = models.softmax_cross_entropy(model.forward(x), y)
+        model.backward(dlogits, need_dx=False)
+        blasso.blasso_step(groups, 0.1, 50.0)

@@ -453,3 +453,10 @@ def test_cost_line_before_a_gpu_run():
     assert line.startswith(f'cost: {flops:.3g} FLOP an epoch; at an assumed 20 TFLOP/s {seconds:.3g} s an epoch')
     assert f'{seconds * 4 / 3600:.3g} h for 4 epochs' in line and 'written every 10 minutes of training' in line
     assert f'checkpoints {2 * 4 * model.num_params() * 2 / 1e9:.3g} GB' in line  # SGD: weights and velocity, twice
+
+
+def test_tf32_is_a_gpu_switch(tiny_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv('CUPY_TF32', raising=False)
+    assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '1', '--tf32', '--device', 'cpu') == 0
+    assert 'note: --tf32 changes nothing on a CPU' in capsys.readouterr().out and 'CUPY_TF32' not in os.environ
+    assert json.load(open(tmp_path / 'config.json'))['tf32'] is True
