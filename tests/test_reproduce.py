@@ -10,26 +10,16 @@ import time
 import numpy as np
 import pytest
 
-import data
 import reproduce
 import train
-from fixtures import make_cifar10, md5
+from fixtures import make_extracted_cifar10
 
 
 
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
     """A tiny CIFAR-10, extracted: train.py subprocesses read the folder without an MD5 check."""
-    directory = tmp_path_factory.mktemp('data')
-    archive = make_cifar10(str(directory), per_batch=40, test=40)
-    saved = data.DATASETS['cifar10']['md5']
-    data.DATASETS['cifar10']['md5'] = md5(archive)
-    try:
-        data.load('cifar10', str(directory))
-    finally:
-        data.DATASETS['cifar10']['md5'] = saved
-    os.remove(archive)
-    return str(directory)
+    return make_extracted_cifar10(str(tmp_path_factory.mktemp('data')))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import backend
 import data
 import models
 import train
-from fixtures import make_cifar10, md5
+from fixtures import make_cifar10, make_extracted_cifar10, md5
 
 
 @pytest.fixture(scope='module')
@@ -395,16 +395,7 @@ def test_checkpoints_follow_the_clock(tiny_dir, tmp_path, monkeypatch):
 @pytest.fixture(scope='module')
 def extracted_dir(tmp_path_factory):
     """The tiny CIFAR-10 extracted, for train.py subprocesses (a folder is read without an MD5 check)."""
-    directory = tmp_path_factory.mktemp('extracted')
-    archive = make_cifar10(str(directory), per_batch=40, test=40)
-    saved = data.DATASETS['cifar10']['md5']
-    data.DATASETS['cifar10']['md5'] = md5(archive)
-    try:
-        data.load('cifar10', str(directory))
-    finally:
-        data.DATASETS['cifar10']['md5'] = saved
-    os.remove(archive)
-    return str(directory)
+    return make_extracted_cifar10(str(tmp_path_factory.mktemp('extracted')))
 
 
 def test_one_writer_per_run_directory(extracted_dir, tmp_path, capsys):
