@@ -286,3 +286,25 @@ def test_loader_on_cupy_equals_numpy(xp):
     on_cpu, on_gpu = data.Loader(x, y, 16, np, **kwargs), data.Loader(x, y, 16, xp, **kwargs)
     for (a, la), (b, lb) in zip(on_cpu.epoch(2), on_gpu.epoch(2)):
         assert np.allclose(xp.asnumpy(b), a, atol=1e-6) and np.array_equal(xp.asnumpy(lb), la)
+
+
+def test_crops_and_flips_vary_and_cover_their_range():
+    """Through the Loader, as training sees them: a marker pixel at (10, 5) lands at row
+    14 - dy and, unflipped, column 9 - dx, flipped 22 + dx. Over two epochs every offset 0..8
+    appears in both directions, about half the images are flipped, and the draws differ from
+    batch to batch and from epoch to epoch."""
+    images = np.zeros((1000, 32, 32, 3), np.uint8)
+    images[:, 10, 5, 0] = 255
+    loader = data.Loader(images, np.zeros(1000, np.int64), 250, np, np.zeros(3), np.ones(3), train=True, seed=3)
+    draws = {}
+    for epoch in (0, 1):
+        for step, (x, _) in enumerate(loader.epoch(epoch)):
+            where = x[:, 0].reshape(len(x), -1).argmax(axis=1)
+            row, col = where // 32, where % 32
+            flipped = col >= 16
+            draws[epoch, step] = (14 - row, np.where(flipped, col - 22, 9 - col), flipped)
+    dy, dx, flipped = (np.concatenate([d[i] for d in draws.values()]) for i in range(3))
+    assert set(dy.tolist()) == set(range(9)) and set(dx.tolist()) == set(range(9)), (set(dy.tolist()), set(dx.tolist()))
+    assert 0.45 < flipped.mean() < 0.55
+    for other in ((0, 1), (1, 0)):
+        assert not all(np.array_equal(a, b) for a, b in zip(draws[0, 0], draws[other])), other

@@ -93,3 +93,13 @@ def test_kernel_rings_find_where_a_kernel_keeps_its_weights():
     rings = report.kernel_rings(model)
     assert rings['1.W'] == [1.0, 0.0, 1 / (16 * 3)]
     assert '4.branch.0.W' in rings and '6.shortcut.0.W' not in rings  # 1x1 shortcuts have no rings
+
+
+def test_the_locality_window_is_nine_by_nine():
+    """A unit with 81 weights of 1 in a 9x9 square and one weight of 9 diagonally next to it:
+    the best 9x9 window holds 81 of 90, so the score is 0.9 (a 10x10 window would give 1.0,
+    an 8x8 one 64 / 90)."""
+    maps = np.zeros((1, 3, 32, 32))
+    maps[0, 0, 5:14, 7:16] = 1.0
+    maps[0, 1, 14, 16] = -9.0  # |w| summed over channels: the sign and the channel do not matter
+    assert report.locality_score(maps) == pytest.approx(0.9)

@@ -1,6 +1,7 @@
 """train.py end to end on tiny generated data in the real CIFAR-10 format."""
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -451,3 +452,48 @@ def test_tf32_is_a_gpu_switch(tiny_dir, tmp_path, capsys, monkeypatch):
     assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '1', '--tf32', '--device', 'cpu') == 0
     assert 'note: --tf32 changes nothing on a CPU' in capsys.readouterr().out and 'CUPY_TF32' not in os.environ
     assert json.load(open(tmp_path / 'config.json'))['tf32'] is True
+
+
+def test_the_learning_rate_follows_the_cosine_at_every_step_and_after_a_resume(tiny_dir, tmp_path, monkeypatch):
+    """lr(step) = lr / 2 * (1 + cos(pi * step / total)) over the whole run (App. A.2), 5 steps an
+    epoch here: the values the update receives, uninterrupted and across a resume."""
+    seen = []
+    real_step = blasso.blasso_step
+    monkeypatch.setattr(blasso, 'blasso_step', lambda groups, lr, beta: (seen.append(lr), real_step(groups, lr, beta)))
+    flags = ['--arch', 's_fc', '--alpha', '1', '--epochs', '3', '--beta', '50', '--lr', '0.4']
+    assert run(tiny_dir, tmp_path / 'whole', *flags) == 0
+    expected = [0.2 * (1 + math.cos(math.pi * step / 15)) for step in range(15)]
+    assert seen == pytest.approx(expected, rel=1e-12)  # 0.4 at the start, 0.2 halfway, near 0 at the end
+    assert seen[0] == pytest.approx(0.4) and seen[7] == pytest.approx(0.2 * (1 + math.cos(7 * math.pi / 15)))
+    seen.clear()
+    interrupt_at(monkeypatch, 'blasso_step', 7)  # wraps the recording step above
+    assert run(tiny_dir, tmp_path / 'split', *flags) == 130
+    monkeypatch.undo()
+    monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(os.path.join(tiny_dir, 'cifar-10-python.tar.gz')))
+    monkeypatch.setattr(blasso, 'blasso_step', lambda groups, lr, beta: (seen.append(lr), real_step(groups, lr, beta)))
+    assert train.main(['--resume', str(tmp_path / 'split'), '--quiet']) == 0
+    assert seen == pytest.approx(expected, rel=1e-12)  # the resumed steps continue the same curve
+
+
+def test_evaluation_uses_the_running_statistics(tiny_dir):
+    """A net whose batch statistics differ from its running ones is evaluated with the running
+    ones: train.evaluate's loss is that of forward(train=False), not of forward(train=True)."""
+    x, y, _, _ = data.load('cifar10', tiny_dir)
+    mean, std = data.channel_stats(x)
+    batches = data.Loader(x[:80], y[:80], 40, np, mean, std, train=False)
+    model = models.build('s_conv', 2, seed=1)
+    for layer in models.leaves(model.layers):
+        if isinstance(layer, models.BatchNorm):
+            layer.running_mean[...], layer.running_var[...] = 0.3, 5.0
+    loss, accuracy = train.evaluate(model, batches)
+
+    def loss_with(train_mode):
+        total = 0.0
+        for xb, yb in batches.epoch(0):
+            total += float(models.softmax_cross_entropy(model.forward(xb, train=train_mode), yb)[0]) * len(yb)
+        return total / 80
+    running = models.leaves(model.layers)
+    before = [layer.running_mean.copy() for layer in running if isinstance(layer, models.BatchNorm)]
+    assert loss == pytest.approx(loss_with(False), rel=1e-6) and abs(loss - loss_with(True)) > 1e-3
+    after = [layer.running_mean for layer in models.leaves(model.layers) if isinstance(layer, models.BatchNorm)]
+    assert not np.allclose(before[0], after[0])  # the train-mode pass above moved them: evaluate did not
