@@ -144,11 +144,42 @@ def test_parameter_counts_match_the_formulas(alpha):
 
 
 def test_paper_scale_counts_without_building():
-    """At the paper's alpha (Table 1) the formulas give 138.3M, 147.6M and 256.2M."""
-    a = 150
-    assert models.s_fc_num_weights(a) == 6 * S**2 * a**2 + (3 * S**4 // 4 + 24 * C) * a == 256_240_800
-    assert round(6 * S**2 * a**2 + (243 + 24 * C) * a, -5) == 138_300_000
-    assert round(6 * S**2 * a**2 + (243 * S**2 // 4 + 24 * C) * a, -5) == 147_600_000
+    """At the paper's alpha = 150 (Table 1): 138.3M, 147.6M and 256.2M weights for S-CONV, S-LOCAL and
+    S-FC. Every count is quadratic in alpha, so three small nets give it exactly at 150."""
+    def weights_at(arch, alpha):
+        counts = [weights(models.build(arch, a)) for a in (1, 2, 3)]
+        return round(np.polyval(np.polyfit([1, 2, 3], counts, 2), alpha))
+    assert weights_at('s_fc', 150) == models.s_fc_num_weights(150) == 256_240_800
+    assert round(weights_at('s_conv', 150), -5) == 138_300_000
+    assert round(weights_at('s_local', 150), -5) == 147_600_000
+
+
+@pytest.mark.parametrize('alpha', [1, 2])
+def test_multiply_adds_per_image_by_hand(alpha):
+    """macs_per_image against counts written out from each architecture's layers: a conv weight
+    is used at each output position, an FC or locally connected weight once."""
+    a, c = alpha, 10
+    head = 256 * a * 24 * a + 24 * a * c  # S-*: FC(24 alpha), FC(classes)
+    plan = [(3, a, 32), (a, 2 * a, 16), (2 * a, 2 * a, 16), (2 * a, 4 * a, 8), (4 * a, 4 * a, 8),
+            (4 * a, 8 * a, 4), (8 * a, 8 * a, 4), (8 * a, 16 * a, 2)]  # D-*: (in, out channels, output side)
+    d_conv = sum(side * side * 9 * c_in * c_out for c_in, c_out, side in plan) + 64 * a * 64 * a + 64 * a * c
+    sides = [32] + [side for _, _, side in plan]
+    d_fc = sum(c_in * sides[i] ** 2 * c_out * side ** 2 for i, (c_in, c_out, side) in enumerate(plan)) + 64 * a * 64 * a + 64 * a * c
+    width = models.three_fc_width(a)
+    expected = {'s_fc': 3072 * 256 * a + head, 's_conv': 256 * 243 * a + head, 's_local': 256 * 243 * a + head,
+                'three_fc': 3072 * width + width * width + width * c, 'd_conv': d_conv, 'd_local': d_conv, 'd_fc': d_fc}
+    for k in (3, 5):
+        resnet, channels, side = 32 * 32 * k * k * 3 * a, a, 32  # the stem
+        for mult, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
+            out, side = mult * a, side // stride
+            resnet += side * side * (k * k * channels * out + 3 * k * k * out * out)  # 4 convs in 2 blocks
+            resnet += side * side * channels * out if (stride, channels) != (1, out) else 0  # the 1x1 shortcut
+            channels = out
+        expected[f'resnet18-k{k}'] = resnet + 8 * a * c
+    for name, count in expected.items():
+        arch, _, k = name.partition('-k')
+        model = models.build(arch, alpha, kernel_size=int(k or 3))
+        assert models.macs_per_image(model) == count, (name, models.macs_per_image(model), count)
 
 
 def test_three_fc_matches_s_fc_size():
@@ -220,7 +251,9 @@ def test_bad_arguments_raise_value_error(kwargs, message):
 
 
 def test_backends_agree(xp):
-    """The same seed on NumPy and on the backend under test: forward and backward at float32."""
+    """The same seed on NumPy and on CuPy: forward and backward at float32."""
+    if xp is np:
+        pytest.skip('compares CuPy with NumPy')
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
     y = np.array([1, 2, 3, 4])

@@ -1,5 +1,4 @@
 """The numbers a run reports beyond accuracy: locality, description length, filter maps."""
-import math
 import os
 
 import numpy as np
@@ -63,24 +62,31 @@ def test_fc_maps_are_the_columns_of_W():
     assert np.array_equal(maps[5].reshape(-1), W[:, 5])  # inputs flattened as (C, H, W)
 
 
-def test_description_length_and_bound():
-    # k*b + ||w||_0*log2(k*n) + 2*log2(n) with no weight sharing, k = ||w||_0
-    assert report.description_length(1000, 10 ** 6, b=32) == pytest.approx(
-        1000 * 32 + 1000 * math.log2(1000 * 10 ** 6) + 2 * math.log2(10 ** 6))
-    bits = report.description_length(1000, 10 ** 6)
-    assert report.mdl_gap_bound(bits, 10 ** 6, 50000) == pytest.approx(
-        math.sqrt((bits + math.log(2 * 10 ** 6 / 0.05)) / 100000))
-    assert report.description_length(10, 100) < report.description_length(20, 100)
+def test_description_length_and_bound_on_a_worked_example():
+    """Theorem 2 worked by hand: n = 1024 parameters, 16 of them non-zero, b = 32 bits, no weight
+    sharing (k = 16). kb = 512 bits; |d(g)| <= ||w||_0 log2(kn) + 2 log2(n) = 16 * 14 + 2 * 10
+    = 244 bits; in all 756. With m = 50 samples and delta = 0.05 the gap is at most
+    sqrt((756 + ln(2 * 1024 / 0.05)) / 100) = sqrt((756 + 10.6203) / 100) = 2.7688."""
+    assert report.description_length(16, 1024, b=32) == 756
+    assert report.mdl_gap_bound(756, 1024, 50) == pytest.approx(2.7688, abs=1e-4)
+    assert report.description_length(0, 1024) == 32 + 2 * 10  # no non-zero weight: k counts as 1
 
 
-def test_filters_png(tmp_path):
-    maps = np.random.default_rng(0).standard_normal((50, 3, 32, 32))
-    maps[:10] = 0  # units with no weights are never drawn
+def test_filters_png_tiles_are_grey_where_a_unit_is_zero(tmp_path):
+    """Each tile is a unit's weights, 3 pixels a weight: grey (128) where the weight is zero,
+    brighter or darker where it is positive or negative."""
+    maps = np.zeros((30, 3, 32, 32))
+    maps[:, 0, 4:8, 10:14] = 1.0  # red up in a 4x4 patch of every unit
+    maps[:, 2, 20, 30] = -1.0  # blue down at one pixel
     path = os.path.join(tmp_path, 'filters.png')
-    report.save_filters(maps, path)
-    image = Image.open(path)
-    assert image.size == (10 * 98, 3 * 98)  # 30 tiles of 96 px and 2 px gaps
-    assert image.mode == 'RGB'
+    report.save_filters(maps, path, min_nonzero=1)
+    assert Image.open(path).size == (10 * 98, 3 * 98)  # 30 tiles of 96 px and 2 px gaps
+    tile = np.asarray(Image.open(path))[:96, :96].astype(int)  # the first tile
+    assert (tile[12:24, 30:42] == [255, 128, 128]).all()  # the patch: red at its maximum
+    assert (tile[60:63, 90:93] == [128, 128, 1]).all()  # the negative weight
+    rest = np.ones((96, 96), bool)
+    rest[12:24, 30:42] = rest[60:63, 90:93] = False
+    assert (tile[rest] == 128).all()  # everything else: zero, grey
 
 
 def test_kernel_rings_find_where_a_kernel_keeps_its_weights():
