@@ -94,7 +94,7 @@ def test_group_sizes_are_printed(capsys):
     out = capsys.readouterr().out
     assert 'conv-like 1,572,864 weights (lam 2e-05)' in out  # 3072 * 512
     assert 'fc 25,056 weights (lam 5e-06)' in out  # 512 * 48 + 48 * 10
-    assert 'unpenalised' in out
+    assert 'unpenalised 1,130 biases and batch-norm parameters' in out  # 2 * (512 + 48) batch-norm, 10 biases
 
 
 def test_sgd_matches_pytorch_semantics():
@@ -120,6 +120,15 @@ def test_count_nonzero():
     assert counts['1.W'] == model.layers[1].W.size - 10 * model.layers[1].W.shape[1]
     assert counts['total'] == counts['1.W'] + counts['4.W'] + counts['7.W']
     assert set(counts) == {'1.W', '4.W', '7.W', 'total'}
+    local = models.build('s_local', 1, image_size=8)  # its first weights are 3-D: (positions, k*k*C, F)
+    assert blasso.count_nonzero(local)['1.W'] == local.layers[1].W.size == 16 * 243
+
+
+def test_sgd_without_momentum_updates_every_parameter():
+    params = [(name, np.ones(3), np.full(3, 2.0)) for name in ('a', 'b', 'c')]
+    velocity = {}
+    blasso.sgd_step(params, 0.1, 0.0, 0.0, velocity)
+    assert all(np.allclose(p, 0.8) for _, p, _ in params) and velocity == {}  # no buffer without momentum
 
 
 @pytest.mark.filterwarnings('ignore::RuntimeWarning')
