@@ -36,7 +36,7 @@ def test_slug_is_githubs():
 
 @pytest.mark.parametrize('path', DOCUMENTS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_links_images_and_anchors_resolve(path):
-    assert links(path), f'{path}: no links found'
+    assert links(path) or not path.endswith('README.md'), 'README.md: no links found'
     for target in links(path):
         file, _, anchor = target.partition('#')
         resolved = os.path.normpath(os.path.join(os.path.dirname(path), file)) if file else path
