@@ -199,6 +199,17 @@ def test_dropout_masks_change_per_call_and_replay_from_the_call_count(xp):
     assert layer.mask.dtype == np.float32
 
 
+def test_dropout_layers_with_other_seeds_draw_other_masks():
+    """Each Dropout layer of a net has its own seed: at the same call, their masks differ, and a
+    seed's masks do not reappear under another seed at a later call."""
+    x = np.ones((64, 300), np.float32)
+    masks = {seed: [models.Dropout(0.5, seed=seed).forward(x) != 0] for seed in (1, 2)}
+    layer = models.Dropout(0.5, seed=1)
+    later = [layer.forward(x) != 0 for _ in range(3)]
+    assert not (masks[1][0] == masks[2][0]).all()
+    assert not any((m == masks[2][0]).all() for m in later[1:])
+
+
 def test_dropout_masks_on_cupy_equal_numpy(xp):
     if xp is np:
         pytest.skip('compares CuPy with NumPy')

@@ -180,6 +180,8 @@ def test_multiply_adds_per_image_by_hand(alpha):
         arch, _, k = name.partition('-k')
         model = models.build(arch, alpha, kernel_size=int(k or 3))
         assert models.macs_per_image(model) == count, (name, models.macs_per_image(model), count)
+        for _, buffer in model.buffers():  # counting runs the net in evaluation: no statistic moves
+            assert buffer.dtype.kind != 'f' or np.all((buffer == 0) | (buffer == 1)), name
 
 
 def test_three_fc_matches_s_fc_size():
