@@ -197,48 +197,6 @@ def main(argv=None):
         return 0
 
 
-@contextlib.contextmanager
-def one_writer(run_dir):
-    """Hold the run directory for this process alone: an exclusive flock on run_dir/lock, which
-    the OS releases when the process ends, so a killed run leaves no stale lock. A second
-    writer (the same command started twice, a requeued job while the old one still writes)
-    stops at once, naming the holder."""
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, 'lock'), 'a+') as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            fail(f'{run_dir} is being written by another process (pid {lock.read().strip() or "unknown"}); '
-                 f'wait for it to end, or choose another --out')
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f'{os.getpid()}\n')
-        lock.flush()
-        yield
-
-
-def holder(run_dir):
-    """The pid holding run_dir (as a string), or None when no process writes it."""
-    path = os.path.join(run_dir, 'lock')
-    if not os.path.exists(path):
-        return None
-    with open(path) as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return lock.read().strip() or 'unknown'
-    return None
-
-
-def save_due(args, epoch, minutes):
-    """Whether to checkpoint after `epoch` (from 0), `minutes` after the last checkpoint: at the
-    last epoch, every --save-every epochs, and once --save-minutes have passed. At the paper's
-    size a checkpoint is a gigabyte and an epoch on a GPU a few seconds: by time, not by epoch."""
-    return (epoch + 1 == args.epochs or minutes >= args.save_minutes
-            or bool(args.save_every and (epoch + 1) % args.save_every == 0))
-
-
 def open_run(args):
     """1. The run directory: a new run, or the one being resumed with its saved configuration.
     Returns (args, config, checkpoint or None)."""
@@ -484,6 +442,48 @@ def end_epoch(args, config, model, batches, velocity, progress, metrics, epoch, 
         saved_at[0] = time.monotonic()
         report.save_curves(metrics, report.reference_sizes(args.alpha), os.path.join(args.out, 'curves.png'))
     return progress
+
+
+@contextlib.contextmanager
+def one_writer(run_dir):
+    """Hold the run directory for this process alone: an exclusive flock on run_dir/lock, which
+    the OS releases when the process ends, so a killed run leaves no stale lock. A second
+    writer (the same command started twice, a requeued job while the old one still writes)
+    stops at once, naming the holder."""
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, 'lock'), 'a+') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            fail(f'{run_dir} is being written by another process (pid {lock.read().strip() or "unknown"}); '
+                 f'wait for it to end, or choose another --out')
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f'{os.getpid()}\n')
+        lock.flush()
+        yield
+
+
+def holder(run_dir):
+    """The pid holding run_dir (as a string), or None when no process writes it."""
+    path = os.path.join(run_dir, 'lock')
+    if not os.path.exists(path):
+        return None
+    with open(path) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return lock.read().strip() or 'unknown'
+    return None
+
+
+def save_due(args, epoch, minutes):
+    """Whether to checkpoint after `epoch` (from 0), `minutes` after the last checkpoint: at the
+    last epoch, every --save-every epochs, and once --save-minutes have passed. At the paper's
+    size a checkpoint is a gigabyte and an epoch on a GPU a few seconds: by time, not by epoch."""
+    return (epoch + 1 == args.epochs or minutes >= args.save_minutes
+            or bool(args.save_every and (epoch + 1) % args.save_every == 0))
 
 
 if __name__ == '__main__':
