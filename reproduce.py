@@ -304,8 +304,9 @@ def launch_local(todo, jobs, data_dir):
         while (pending and not stopping) or running:
             while pending and not stopping and len(running) < jobs:
                 run_dir, run = pending.pop(0)
-                if holder(run_dir):  # another process writes it (the same grid started twice)
-                    held.append(f'{run_dir} (pid {holder(run_dir)})')
+                pid = holder(run_dir)
+                if pid:  # another process writes it (the same grid started twice)
+                    held.append(f'{run_dir} (pid {pid})')
                     continue
                 slot = min(set(range(jobs)) - {s for s, _, _ in running.values()})
                 env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -351,8 +352,9 @@ class TrainJob:
         from train import holder
         if is_done(run_dir):
             return run_dir
-        if holder(run_dir):  # a requeued job while the old one still writes: leave the run to it
-            print(f'skipped {run_dir}: pid {holder(run_dir)} is writing it')
+        pid = holder(run_dir)
+        if pid:  # a requeued job while the old one still writes: leave the run to it
+            print(f'skipped {run_dir}: pid {pid} is writing it')
             return run_dir
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, 'train.log'), 'a') as log:
