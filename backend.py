@@ -7,6 +7,7 @@ backend needs to run that math fast is here, each piece with its reason:
 - `elementwise`: blasso.py's in-place updates run on a CPU in cache-sized pieces, and on a
   GPU as one fused kernel per array.
 - `bincount`: counts without reading anything back from a GPU.
+- `fft_module`: the FFTs behind models.FFTConv2d.
 """
 import functools
 
@@ -53,6 +54,18 @@ def bincount(values, length):
     counts = cupy.zeros(length, np.int32)  # scatter_add's atomics take int32, not int64
     cupyx.scatter_add(counts, values, 1)
     return counts.astype(np.int64)
+
+
+def fft_module(x):
+    """The FFTs for x's backend: scipy.fft for NumPy arrays, cupyx.scipy.fft for CuPy ones (the
+    same functions and arguments). Not numpy.fft: on the channels-last (N, H, W, C) arrays of
+    FFTConv2d, transforming axes 1 and 2, scipy.fft's rfft2 took 2.2 ms where numpy.fft's took
+    22 (N 64, 40 x 40, C 8, float32; 2 cores)."""
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        import cupyx.scipy.fft
+        return cupyx.scipy.fft
+    import scipy.fft
+    return scipy.fft
 
 
 # ----------------------------------------------------------------------------- fused updates

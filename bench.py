@@ -3,6 +3,8 @@
     python bench.py                                         # the five nets at alpha 8, batch 128, CPU
     python bench.py --arch s_fc --alpha 150 --steps 1       # S-FC at the paper's size: peak memory
     python bench.py --device gpu --alpha 150 --batch-size 512 --arch s_fc,s_conv,s_local
+    python bench.py --arch resnet18 --kernel-size 9 --batch-size 64   # ResNet18 with 9x9 kernels
+    python bench.py --conv-shapes --arch resnet18 --kernel-size 9      # its convolutions alone: im2col against FFT
     python bench.py --local-vs-einsum                       # Local2d against unfold + einsum
     python bench.py --sparse runs/s_fc-blasso-a8            # a model exported by export.py: CSR against dense
     python bench.py --epoch --device gpu --arch s_fc --alpha 150 --batch-size 512   # one whole epoch, data included
@@ -92,7 +94,8 @@ def largest_layer(model, batch):
         if isinstance(layer, models.Linear):
             macs, s = layer.W.size, ((batch, layer.W.shape[0]), layer.W.shape)
         elif isinstance(layer, models.Conv2d):
-            p = layer.cols.shape[1] * layer.cols.shape[2]  # output positions
+            n, h, w, c = layer.x_shape
+            p = models.conv_out_size(h, layer.k, layer.stride, layer.pad) * models.conv_out_size(w, layer.k, layer.stride, layer.pad)
             macs, s = layer.W.size * p, ((p * batch, layer.W.shape[0]), layer.W.shape)
         elif isinstance(layer, models.Local2d):
             p, ckk, f = layer.W.shape
@@ -104,17 +107,18 @@ def largest_layer(model, batch):
     return shapes
 
 
-def bench_one(arch, alpha, batch, steps, warmup, device, opt):
+def bench_one(arch, alpha, batch, steps, warmup, device, opt, kernel_size=3, conv='rule'):
     """One net in this process: times, rates and peak memory, as a dict."""
     import blasso
     import models
     xp = array_module(device)
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    model = models.to_device(models.build(arch, alpha), xp)
+    model = models.to_device(models.build(arch, alpha, kernel_size=kernel_size), xp)
+    if conv == 'im2col':
+        im2col_only(model)
     first = next(layer for layer in model.layers if any(True for _ in layer.params()))
     macs = models.macs_per_image(model)
-    flops = 2 * batch * (3 * macs - first.W.size * (
-        first.cols.shape[1] * first.cols.shape[2] if isinstance(first, models.Conv2d) else 1))
+    flops = 2 * batch * (3 * macs - models.layer_macs(first))  # no input gradient in the first layer
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.standard_normal((batch, 3, 32, 32), dtype=np.float32))
     y = xp.asarray(rng.integers(0, 10, batch))
@@ -162,6 +166,43 @@ def bench_one(arch, alpha, batch, steps, warmup, device, opt):
                 fwd_bwd_fraction=flops / (med['forward'] + med['backward']) / 1e9 / peak_rate,
                 peak_mb=peak, start_mb=rss_start if xp is np else 0.0,
                 weights_and_grads_mb=2 * sum(p.nbytes for _, p, _ in model.params()) / 2 ** 20)
+
+
+def conv_shapes(arch, alpha, batch, kernel_size, steps, device):
+    """Every distinct convolution of a net, timed alone by each method, as in training: forward
+    and backward, with the input gradient except in the net's first layer, which needs none.
+    Rows: (what, count in the net, {method: median seconds}, the method models.conv2d picks)."""
+    import models
+    xp = array_module(device)
+    mark, seconds = timer(xp)
+    model = models.to_device(models.build(arch, alpha, kernel_size=kernel_size), xp)
+    rng = np.random.default_rng(0)
+    model.forward(xp.asarray(rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)), train=False)
+    convs = [layer for layer in models.leaves(model.layers) if isinstance(layer, models.Conv2d)]
+    shapes = {}
+    for layer in convs:
+        key = (layer.x_shape, layer.W.shape[1], layer.k, layer.stride, layer.pad, layer is convs[0])
+        shapes[key] = shapes.get(key, 0) + 1
+    rows = []
+    for (x_shape, f, k, s, p, first), count in shapes.items():
+        n, h, w, c = x_shape
+        x = xp.asarray(rng.standard_normal(x_shape, dtype=np.float32))
+        times = {}
+        for name, cls in (('im2col', models.Conv2d), ('fft', models.FFTConv2d)):
+            layer = models.to_device(models.Sequential([cls(c, f, k, s, p, rng)]), xp).layers[0]
+            dout = xp.ones_like(layer.forward(x))
+            ts = []
+            for i in range(1 + steps):
+                t0 = mark()
+                layer.forward(x)
+                layer.backward(dout, need_dx=not first)
+                if i:
+                    ts.append(seconds(t0, mark()))
+            times[name] = float(np.median(ts))
+        picked = type(models.conv2d(c, f, k, s, p, h, rng, first=first)).__name__
+        what = f'{c:3d}->{f:3d} k{k:<2d} s{s} {h:2d}x{w:<2d}' + (' (first: no dx)' if first else '')
+        rows.append((what, count, times, 'fft' if picked == 'FFTConv2d' else 'im2col'))
+    return rows
 
 
 def unfold_einsum_local(x, W, k, stride, pad, optimize=True):
@@ -215,7 +256,17 @@ def local_vs_einsum(alpha, batch, steps):
     return results
 
 
-def epoch_seconds(arch, alpha, batch, device, augment='faa', images=50000):
+def im2col_only(model):
+    """The model with every FFTConv2d computed by im2col instead: the net as it runs without
+    models.conv2d's rule (the same weights; FFTConv2d only adds a forward and backward)."""
+    import models
+    for layer in models.leaves(model.layers):
+        if isinstance(layer, models.FFTConv2d):
+            layer.__class__ = models.Conv2d
+    return model
+
+
+def epoch_seconds(arch, alpha, batch, device, augment='faa', images=50000, kernel_size=3, conv='rule'):
     """Seconds for one training epoch of `images` CIFAR-sized images, data path included: the
     Loader's shuffle, augmentation (faa: the policy, crop, flip, Cutout) and normalisation on the
     device, forward, backward, beta-LASSO update, and the loss and accuracy sums. The images are
@@ -230,7 +281,9 @@ def epoch_seconds(arch, alpha, batch, device, augment='faa', images=50000):
     loader = data.Loader(x, y, batch, xp, [125.3, 123.0, 113.9], [63.0, 62.1, 66.7], train=True,
                          policy='fa_reduced_cifar10' if augment == 'faa' else None, cutout=16 if augment == 'faa' else 0,
                          crop=augment != 'none', flip=augment != 'none')
-    model = models.to_device(models.build(arch, alpha), xp)
+    model = models.to_device(models.build(arch, alpha, kernel_size=kernel_size), xp)
+    if conv == 'im2col':
+        im2col_only(model)
     groups = blasso.param_groups(model, 2e-5, 5e-6, verbose=False)
     for inputs, labels in itertools.islice(loader.epoch(1), 2):  # untimed: compiles kernels, starts cuBLAS
         loss, dlogits = models.softmax_cross_entropy(model.forward(inputs), labels)
@@ -290,6 +343,12 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=2, help='untimed steps first')
     p.add_argument('--device', default='cpu', choices=['auto', 'cpu', 'gpu'], help='where to run')
     p.add_argument('--opt', default='blasso', choices=['blasso', 'sgd'], help='the update in the step')
+    p.add_argument('--kernel-size', type=int, default=3, help="resnet18's kernel size (Fig. 5)")
+    p.add_argument('--conv', default='rule', choices=['rule', 'im2col'],
+                   help="how convolutions run: models.conv2d's per-shape rule, or all by im2col")
+    p.add_argument('--images', type=int, default=50000, help='--epoch: images in the epoch')
+    p.add_argument('--conv-shapes', action='store_true',
+                   help="time each distinct convolution of --arch alone, im2col against FFT, beside conv2d's pick")
     p.add_argument('--local-vs-einsum', action='store_true', help='compare Local2d with unfold + einsum')
     p.add_argument('--sparse', metavar='RUN_DIR', help="forward speed of RUN_DIR's model.npz (export.py): CSR vs dense")
     p.add_argument('--epoch', action='store_true', help='time one whole CIFAR-sized training epoch, data path included')
@@ -303,9 +362,11 @@ def main(argv=None):
               f'(training runs float32 unless CUPY_TF32=1)')
     if args.epoch:
         for arch in args.arch.split(','):
-            seconds, steps = epoch_seconds(arch, args.alpha, args.batch_size, args.device, args.augment)
-            print(f'{arch} alpha {args.alpha}: one epoch of 50,000 images ({steps} steps of {args.batch_size}, '
-                  f'--augment {args.augment}, beta-LASSO) in {seconds:.2f} s on the {array_module(args.device).__name__} backend')
+            seconds, steps = epoch_seconds(arch, args.alpha, args.batch_size, args.device, args.augment, args.images,
+                                           args.kernel_size, args.conv)
+            print(f'{arch} alpha {args.alpha}' + (f' k {args.kernel_size}' if arch == 'resnet18' else '') +
+                  f': one epoch of {args.images:,} images ({steps} steps of {args.batch_size}, --augment {args.augment}, '
+                  f'beta-LASSO, --conv {args.conv}) in {seconds:.2f} s on the {array_module(args.device).__name__} backend')
         return
     if args.sparse:
         print(f'{"forward of":16s} {"batch":>5s} {"dense img/s":>12s} {"CSR img/s":>12s} {"CSR speed-up":>12s}')
@@ -313,6 +374,21 @@ def main(argv=None):
             print(f'{r["what"]:16s} {r["batch"]:5d} {r["dense_images_per_s"]:12,.0f} {r["sparse_images_per_s"]:12,.0f} '
                   f'{r["speedup"]:11.1f}x')
         print('CPU, float32, medians; CSR: scipy.sparse for the layers export.py stored in CSR, dense BLAS for the rest')
+        return
+    if args.conv_shapes:
+        for arch in args.arch.split(','):
+            rows = conv_shapes(arch, args.alpha, args.batch_size, args.kernel_size, args.steps, args.device)
+            print(f'{arch} alpha {args.alpha} k {args.kernel_size} batch {args.batch_size}: forward + backward, ms')
+            print(f'{"convolution":36s} {"count":>5s} {"im2col":>8s} {"fft":>8s} {"faster":>7s} {"picked":>7s}')
+            total = dict(im2col=0.0, fft=0.0, picked=0.0, best=0.0)
+            for what, count, times, picked in rows:
+                faster = min(times, key=times.get)
+                print(f'{what:36s} {count:5d} {1e3 * times["im2col"]:8.1f} {1e3 * times["fft"]:8.1f} {faster:>7s} '
+                      f'{picked:>7s}' + ('' if picked == faster else '  *'))
+                for key, method in (('im2col', 'im2col'), ('fft', 'fft'), ('picked', picked), ('best', faster)):
+                    total[key] += count * times[method]
+            print(f'{"all its convolutions":36s} {"":5s} {1e3 * total["im2col"]:8.1f} {1e3 * total["fft"]:8.1f}   '
+                  f'picked {1e3 * total["picked"]:.1f}, fastest {1e3 * total["best"]:.1f}  (*: the rule missed the faster)')
         return
     if args.local_vs_einsum:
         times = local_vs_einsum(args.alpha, args.batch_size, args.steps)
@@ -329,7 +405,8 @@ def main(argv=None):
     print(header)
     for arch in args.arch.split(','):
         with spawn.Pool(1) as pool:
-            r = pool.apply(bench_one, (arch, args.alpha, args.batch_size, args.steps, args.warmup, args.device, args.opt))
+            r = pool.apply(bench_one, (arch, args.alpha, args.batch_size, args.steps, args.warmup, args.device, args.opt,
+                                       args.kernel_size, args.conv))
         print(f'{arch:9s} {r["alpha"]:5d} {r["params"]:12,d} {r["step_ms"]:8.1f} {r["step_min_ms"]:7.1f} '
               f'{r["forward_ms"]:6.1f} {r["backward_ms"]:6.1f} {r["update_ms"]:6.1f} {r["update_floor_ms"]:6.1f} '
               f'{r["images_per_s"]:8,.0f} '

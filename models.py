@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from backend import get_array_module
+from backend import fft_module, get_array_module
 
 
 def leaves(layers):
@@ -175,6 +175,102 @@ class Conv2d:
     def __repr__(self):
         kkc, f = self.W.shape
         return f'Conv2d({kkc // self.k ** 2}, {f}, k={self.k}, stride={self.stride}, pad={self.pad})'
+
+
+def fft_size(n):
+    """The smallest 2^a 3^b 5^c >= n: the lengths whose FFTs are fast."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+class FFTConv2d(Conv2d):
+    """Conv2d computed through the FFT: the same weights, output and gradients, at a cost that
+    does not grow with k*k. By the convolution theorem a correlation in space is a product in
+    frequency, and summing over channels makes it one (N, C) @ (C, F) product per frequency.
+    conv2d() picks it where it is the faster of the two.
+
+    Both the padded input and the kernel are transformed at size L >= H + 2*pad (fft_size). No
+    product wraps around at that size: out[y] reads xpad[y .. y+k-1], all below H + 2*pad.
+    A stride-s layer computes the stride-1 output and keeps every s-th row and column.
+    Spectra are (N, L, L', C) with L' = L // 2 + 1 (rfft2 keeps half of a real map's spectrum).
+    """
+
+    def forward(self, x, train=True):
+        xp, fft = get_array_module(x), fft_module(x)
+        n, h, w, c = x.shape
+        k, s, p, f = self.k, self.stride, self.pad, self.W.shape[1]
+        self.x_shape = x.shape
+        self.size = (fft_size(h + 2 * p), fft_size(w + 2 * p))
+        xpad = xp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        self.X = fft.rfft2(xpad, s=self.size, axes=(1, 2))  # (N, L, L', C)
+        self.Wf = fft.rfft2(self.W.reshape(k, k, c, f), s=self.size, axes=(0, 1))  # (L, L', C, F)
+        # out[y] = sum_i xpad[y + i] W[i], a correlation: X times the conjugate of W's spectrum
+        Z = per_frequency(self.X, self.Wf.conj(), 'nc,cf->nf')  # (N, L, L', F)
+        z = fft.irfft2(Z, s=self.size, axes=(1, 2))  # (N, L, L, F): every stride-1 position and more
+        h_out, w_out = conv_out_size(h, k, s, p), conv_out_size(w, k, s, p)
+        return xp.ascontiguousarray(z[:, :s * h_out:s, :s * w_out:s], dtype=x.dtype)
+
+    def backward(self, dout, need_dx=True):
+        xp, fft = get_array_module(dout), fft_module(dout)
+        n, h, w, c = self.x_shape
+        k, s, p = self.k, self.stride, self.pad
+        f, h_out, w_out = dout.shape[3], dout.shape[1], dout.shape[2]
+        dz = dout  # the gradient of the stride-1 output z: dout at every s-th position, 0 between
+        if s > 1:
+            dz = xp.zeros((n, s * h_out, s * w_out, f), dout.dtype)
+            dz[:, ::s, ::s] = dout
+        DZ = fft.rfft2(dz, s=self.size, axes=(1, 2))  # (N, L, L', F)
+        # dW[i] = sum_y xpad[y + i] dz[y], summed over images: a correlation again
+        dW = fft.irfft2(per_frequency(self.X, DZ.conj(), 'nc,nf->cf'), s=self.size, axes=(0, 1))  # (L, L, C, F)
+        self.dW[...] = dW[:k, :k].reshape(k * k * c, f)
+        if not need_dx:
+            return None
+        # dxpad[y'] = sum_i dz[y' - i] W[i]: a convolution, so W's spectrum unconjugated
+        dxpad = fft.irfft2(per_frequency(DZ, self.Wf, 'nf,cf->nc'), s=self.size, axes=(1, 2))  # (N, L, L, C)
+        return xp.ascontiguousarray(dxpad[:, p:p + h, p:p + w], dtype=dout.dtype)
+
+    def __repr__(self):
+        return 'FFT' + super().__repr__()
+
+
+def conv2d(c_in, c_out, k, stride, pad, size, rng, dtype=np.float32, first=False):
+    """A k x k convolution of size x size images, computed by Conv2d (im2col) or FFTConv2d,
+    whichever this rule expects to be faster; both hold the same weights in the same layout.
+    first: the net's first layer, which needs no input gradient.
+
+    The rule weighs what grows with k*k in im2col, its columns (H' * W' * k*k per image and
+    channel), against the FFT's spectra (L * L): the FFT where the columns are 9 or more times
+    larger, 16 or more in a first layer, where im2col is spared its costliest part (col2im, or the
+    second im2col). Read off `python bench.py --conv-shapes` on a 2-core CPU (docs/speed.md): the
+    FFT takes ResNet18's 5x5-and-larger layers on 32x32 to 8x8 images (stride 2 from 9x9 up);
+    im2col keeps every 3x3 and 1x1 layer, the 4x4 stage below 9x9, and S-CONV's first layer.
+    """
+    h_out = conv_out_size(size, k, stride, pad)
+    growth = h_out * h_out * k * k / fft_size(size + 2 * pad) ** 2
+    cls = FFTConv2d if growth >= (16 if first else 9) else Conv2d
+    return cls(c_in, c_out, k, stride, pad, rng, dtype=dtype)
+
+
+def per_frequency(a, b, pattern):
+    """At every frequency, a matrix product over the spectra's last axes: pattern is
+    'nc,cf->nf' (a (N, L, L', C), b (L, L', C, F)), 'nc,nf->cf' (both per image, summed over
+    images) or 'nf,cf->nc'. One batched matmul over the L*L' frequencies."""
+    xp = get_array_module(a)
+    length = a.shape[-3] * a.shape[-2]
+    freq_first = lambda s: s.reshape(-1, length, s.shape[-1]).transpose(1, 0, 2)  # noqa: E731 (N, .., K) -> (Q, N, K)
+    if pattern == 'nc,cf->nf':
+        out = xp.matmul(freq_first(a), b.reshape(length, *b.shape[-2:]))  # (Q, N, F)
+    elif pattern == 'nc,nf->cf':
+        return xp.matmul(freq_first(a).transpose(0, 2, 1), freq_first(b)).reshape(*a.shape[-3:-1], a.shape[-1], b.shape[-1])
+    else:
+        out = xp.matmul(freq_first(a), b.reshape(length, *b.shape[-2:]).transpose(0, 2, 1))  # (Q, N, C)
+    return out.transpose(1, 0, 2).reshape(*a.shape[:-1], out.shape[-1])
 
 
 class Local2d:
@@ -390,9 +486,10 @@ class Residual:
     changes, a 1x1 stride-s convolution and BN. x: (N, H, W, C) -> (N, H', W', F), H' = H / s.
     """
 
-    def __init__(self, c_in, c_out, stride, k, rng, dtype=np.float32):
-        self.branch = Sequential([Conv2d(c_in, c_out, k, stride, k // 2, rng, dtype=dtype), BatchNorm(c_out, dtype=dtype),
-                                  ReLU(), Conv2d(c_out, c_out, k, 1, k // 2, rng, dtype=dtype), BatchNorm(c_out, dtype=dtype)])
+    def __init__(self, c_in, c_out, stride, k, size, rng, dtype=np.float32):
+        size_out = conv_out_size(size, k, stride, k // 2)  # size: the input's height and width
+        self.branch = Sequential([conv2d(c_in, c_out, k, stride, k // 2, size, rng, dtype), BatchNorm(c_out, dtype=dtype), ReLU(),
+                                  conv2d(c_out, c_out, k, 1, k // 2, size_out, rng, dtype), BatchNorm(c_out, dtype=dtype)])
         self.shortcut = None if stride == 1 and c_in == c_out else Sequential(
             [Conv2d(c_in, c_out, 1, stride, 0, rng, dtype=dtype), BatchNorm(c_out, dtype=dtype)])
         self.relu = ReLU()
@@ -502,13 +599,17 @@ def macs_per_image(model, in_channels=3, image_size=32):
     A training step costs about 3x this per image: forward, weight gradient, input gradient."""
     xp = get_array_module(model.layers[-1].W)
     model.forward(xp.zeros((1, in_channels, image_size, image_size), model.layers[-1].W.dtype), train=False)
-    total = 0
-    for layer in leaves(model.layers):
-        if isinstance(layer, Conv2d):  # each weight is used at every output position
-            total += layer.W.size * layer.cols.shape[1] * layer.cols.shape[2]
-        elif isinstance(layer, (Linear, Local2d)):  # each weight is used once
-            total += layer.W.size
-    return total
+    return sum(layer_macs(layer) for layer in leaves(model.layers))
+
+
+def layer_macs(layer):
+    """One layer's multiply-adds per image, from the input shape its last forward saw."""
+    if isinstance(layer, Conv2d):  # each weight is used at every output position
+        n, h, w, c = layer.x_shape
+        return layer.W.size * conv_out_size(h, layer.k, layer.stride, layer.pad) * conv_out_size(w, layer.k, layer.stride, layer.pad)
+    if isinstance(layer, (Linear, Local2d)):  # each weight is used once
+        return layer.W.size
+    return 0
 
 
 # ----------------------------------------------------------------------------- architectures
@@ -538,7 +639,7 @@ def _shallow(kind, alpha, num_classes, image_size, in_channels, rng, dropout, se
     h = conv_out_size(s, 9, 2, 4)  # 16 at s = 32
     units = alpha * h * h
     if kind == 'conv':
-        first = [ChannelsLast(), Conv2d(c, alpha, 9, 2, 4, rng, dtype=dtype)]
+        first = [ChannelsLast(), conv2d(c, alpha, 9, 2, 4, s, rng, dtype=dtype, first=True)]
     elif kind == 'local':
         first = [ChannelsLast(), Local2d(c, alpha, 9, 2, 4, s, s, rng, dtype=dtype)]
     else:  # the FC counterpart has exactly as many units as the conv's output map
@@ -554,10 +655,10 @@ def _deep(kind, alpha, num_classes, image_size, in_channels, rng, dropout, seed,
     counterparts), then FC(64*alpha), then FC(num_classes)."""
     layers = [Flatten()] if kind == 'fc' else [ChannelsLast()]
     c, h = in_channels, image_size
-    for mult, stride in D_CONV_PLAN:
+    for i, (mult, stride) in enumerate(D_CONV_PLAN):
         c_out, h_out = mult * alpha, conv_out_size(h, 3, stride, 1)
         if kind == 'conv':
-            layer, features = Conv2d(c, c_out, 3, stride, 1, rng, dtype=dtype), c_out
+            layer, features = conv2d(c, c_out, 3, stride, 1, h, rng, dtype=dtype, first=i == 0), c_out
         elif kind == 'local':
             layer, features = Local2d(c, c_out, 3, stride, 1, h, h, rng, dtype=dtype), c_out
         else:
@@ -623,11 +724,13 @@ def resnet18(alpha, num_classes=10, image_size=32, in_channels=3, rng=None, drop
     the last three starting with stride 2; global average pooling; FC(num_classes).
     At alpha 64, k 3, 10 classes: 11,173,962 parameters (BN and the last bias included)."""
     k = kernel_size
-    layers = [ChannelsLast(), Conv2d(in_channels, alpha, k, 1, k // 2, rng, dtype=dtype), BatchNorm(alpha, dtype=dtype), ReLU()]
-    c = alpha
+    layers = [ChannelsLast(), conv2d(in_channels, alpha, k, 1, k // 2, image_size, rng, dtype, first=True),
+              BatchNorm(alpha, dtype=dtype), ReLU()]
+    c, size = alpha, image_size
     for mult, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
-        layers += [Residual(c, mult * alpha, stride, k, rng, dtype), Residual(mult * alpha, mult * alpha, 1, k, rng, dtype)]
-        c = mult * alpha
+        layers += [Residual(c, mult * alpha, stride, k, size, rng, dtype)]
+        c, size = mult * alpha, conv_out_size(size, k, stride, k // 2)
+        layers += [Residual(c, c, 1, k, size, rng, dtype)]
     return Sequential(layers + [GlobalAvgPool()] + ([Dropout(dropout, seed)] if dropout else [])
                       + [Linear(c, num_classes, rng, dtype=dtype)])
 

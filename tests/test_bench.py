@@ -78,3 +78,26 @@ def test_timer_on_the_host_is_the_perf_counter():
     a = mark()
     b = mark()
     assert 0 <= seconds(a, b) < 1
+
+
+def test_conv_shapes_times_each_convolution_by_both_methods():
+    """Every convolution of the net appears once per shape, counted, with the rule's own pick."""
+    rows = bench.conv_shapes('resnet18', 2, 2, 9, steps=1, device='cpu')
+    model = models.build('resnet18', 2, kernel_size=9)
+    convs = [layer for layer in models.leaves(model.layers) if isinstance(layer, models.Conv2d)]
+    assert sum(count for _, count, _, _ in rows) == len(convs) == 20
+    picked = sum(count for _, count, _, pick in rows if pick == 'fft')
+    assert picked == sum(isinstance(layer, models.FFTConv2d) for layer in convs) > 0
+    assert all(times['im2col'] > 0 and times['fft'] > 0 for _, _, times, _ in rows)
+    assert rows[0][0].endswith('(first: no dx)') and not any(what.endswith('dx)') for what, _, _, _ in rows[1:])
+
+
+def test_im2col_only_keeps_the_weights_and_the_outputs():
+    model = models.build('resnet18', 2, kernel_size=9, dtype='float64')
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32))
+    out = model.forward(x, train=False)
+    weights = [p.copy() for _, p, _ in model.params()]
+    bench.im2col_only(model)
+    assert not any(isinstance(layer, models.FFTConv2d) for layer in models.leaves(model.layers))
+    assert all(np.array_equal(a, p) for a, (_, p, _) in zip(weights, model.params()))
+    assert np.allclose(model.forward(x, train=False), out, atol=1e-10)

@@ -32,11 +32,62 @@ def test_linear():
 
 
 @pytest.mark.parametrize('c_in,c_out,k,stride,pad', [  # stride 1 with pad < k: dx as a convolution
-    (3, 4, 3, 1, 1), (3, 4, 3, 2, 1), (2, 5, 3, 1, 0), (2, 5, 3, 2, 0), (3, 2, 5, 2, 2), (2, 3, 3, 1, 3)])
+    (3, 4, 3, 1, 1), (3, 4, 3, 2, 1), (2, 5, 3, 1, 0), (2, 5, 3, 2, 0), (3, 2, 5, 2, 2), (2, 3, 3, 1, 3),
+    (3, 4, 1, 2, 0), (2, 3, 9, 1, 4), (2, 3, 9, 2, 4), (2, 2, 15, 1, 7), (2, 2, 9, 1, 9)])
 def test_conv2d(c_in, c_out, k, stride, pad):
     rng = np.random.default_rng(0)
     layer = models.Conv2d(c_in, c_out, k, stride, pad, rng, dtype=F64)
     check_layer(layer, rng.standard_normal((2, 7, 6, c_in)), 1e-7)  # (N, H, W, C)
+
+
+# k 1, 3, 9, 15; stride 1, 2, 3; odd and non-square images; padding wider than the image
+FFT_CASES = [(3, 4, 1, 1, 0), (3, 4, 1, 2, 0), (3, 4, 3, 1, 1), (3, 4, 3, 2, 1), (2, 3, 9, 1, 4), (2, 3, 9, 2, 4),
+             (2, 2, 15, 1, 7), (2, 2, 15, 2, 7), (2, 3, 5, 3, 2), (2, 3, 3, 1, 0), (2, 2, 9, 1, 9)]
+
+
+@pytest.mark.parametrize('c_in,c_out,k,stride,pad', FFT_CASES)
+def test_fft_conv2d(c_in, c_out, k, stride, pad):
+    """The FFT path's gradients, and its agreement with im2col's on the same weights."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 7, 5, c_in))
+    check_layer(models.FFTConv2d(c_in, c_out, k, stride, pad, np.random.default_rng(1), dtype=F64), x, 1e-7)
+    fft, plain = (cls(c_in, c_out, k, stride, pad, np.random.default_rng(1), dtype=F64)
+                  for cls in (models.FFTConv2d, models.Conv2d))
+    out = fft.forward(x)
+    assert out.shape == plain.forward(x).shape and np.allclose(out, plain.forward(x), atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    assert np.allclose(fft.backward(dout), plain.backward(dout), atol=1e-12)
+    assert np.allclose(fft.dW, plain.dW, atol=1e-12)
+    assert fft.backward(dout, need_dx=False) is None and np.allclose(fft.dW, plain.dW, atol=1e-12)
+
+
+def test_fft_conv2d_float32():
+    """In float32 the FFT's rounding stays at float32's: within 1e-5 of im2col, and float32 out."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 32, 32, 8), dtype=np.float32)
+    fft, plain = (cls(8, 8, 9, 1, 4, np.random.default_rng(1)) for cls in (models.FFTConv2d, models.Conv2d))
+    out, ref = fft.forward(x), plain.forward(x)
+    assert out.dtype == np.float32 and np.abs(out - ref).max() < 1e-5 * np.abs(ref).max()
+    dx, dx_ref = fft.backward(np.ones_like(out)), plain.backward(np.ones_like(ref))
+    assert dx.dtype == fft.dW.dtype == np.float32 and np.abs(dx - dx_ref).max() < 1e-5 * np.abs(dx_ref).max()
+    assert np.abs(fft.dW - plain.dW).max() < 1e-5 * np.abs(plain.dW).max()
+
+
+def test_fft_size():
+    assert [models.fft_size(n) for n in (1, 7, 11, 13, 14, 34, 38, 41)] == [1, 8, 12, 15, 15, 36, 40, 45]
+
+
+def test_the_rule_picks_by_shape():
+    """conv2d's picks, as docs/speed.md tabulates them, and the nets built from them."""
+    rng = np.random.default_rng(0)
+    pick = lambda *shape, first=False: type(models.conv2d(*shape, rng, first=first)).__name__  # noqa: E731
+    assert pick(8, 8, 9, 1, 4, 32) == pick(16, 16, 9, 1, 4, 16) == pick(8, 8, 5, 1, 2, 32) == 'FFTConv2d'
+    assert pick(8, 16, 9, 2, 4, 32) == pick(3, 8, 5, 1, 2, 32, first=True) == 'FFTConv2d'
+    assert pick(8, 8, 3, 1, 1, 32) == pick(8, 16, 1, 2, 0, 32) == pick(64, 64, 7, 1, 3, 4) == 'Conv2d'
+    assert pick(3, 8, 9, 2, 4, 32, first=True) == 'Conv2d'  # S-CONV's first layer: no dx to pay for
+    kinds = lambda arch, k=3: {type(layer).__name__ for layer in models.leaves(models.build(arch, 8, kernel_size=k).layers)}  # noqa: E731
+    assert 'FFTConv2d' not in kinds('s_conv') | kinds('d_conv') | kinds('resnet18')
+    assert {'FFTConv2d', 'Conv2d'} <= kinds('resnet18', 9)
 
 
 @pytest.mark.parametrize('c_in,c_out,k,stride,pad', [
@@ -100,7 +151,7 @@ def test_residual_block(c_in, c_out, stride):
     """Both shortcuts: the gradients of the two paths add where x splits."""
     rng = np.random.default_rng(0)
     for k in (3, 5):
-        block = models.Residual(c_in, c_out, stride, k, rng, dtype=F64)
+        block = models.Residual(c_in, c_out, stride, k, 6, rng, dtype=F64)
         assert (block.shortcut is None) == (stride == 1 and c_in == c_out)
         x = rng.standard_normal((3, 6, 6, c_in))
         x[np.abs(x) < 0.05] += 0.1  # inputs away from the ReLU kink
