@@ -1,4 +1,6 @@
 """CIFAR-10, CIFAR-100 and SVHN: downloaded and verified, decoded, augmented on the device, batched.
+Also NLGP, a data model in which locality can emerge in minutes, and its Gaussian twin: made, not
+downloaded.
 
     python data.py --bench            # time one CIFAR-10 training epoch of the data path
 
@@ -8,6 +10,7 @@ files. Whatever is missing is downloaded and checked against the published MD5 f
 """
 import argparse
 import hashlib
+import math
 import os
 import pickle
 import shutil
@@ -18,6 +21,7 @@ import urllib.request
 import zlib
 
 import numpy as np
+from scipy.special import erf
 from tqdm import tqdm
 
 import faa
@@ -42,7 +46,11 @@ DATASETS = {
                  md5={'train_32x32.mat': 'e26dedcc434d2e4c54c9b2d4a06d8373',
                       'test_32x32.mat': 'eb5a983be6a315427106f1b164d9cef3',
                       'extra_32x32.mat': 'a93ce644f1a588dc4d68dda5feec44a7'}),
+    # made by nlgp_images(): two classes, fields of two correlation lengths; no augmentation policy
+    'nlgp': dict(num_classes=2, sizes=(20000, 4000), cutout=0, policy=None),
+    'nlgp-gaussian': dict(num_classes=2, sizes=(20000, 4000), cutout=0, policy=None),
 }
+NLGP_XI, NLGP_GAIN = (1.0, 3.0), 3.0  # defaults: the two classes' correlation lengths (pixels), the gain
 
 
 class DataError(Exception):
@@ -150,11 +158,16 @@ def read_svhn(spec, data_dir, extra=False):
     return [x_train, y_train, *read('test_32x32.mat')]
 
 
-def load(name, data_dir=DATA_DIR, extra=False):
-    """(x_train, y_train, x_test, y_test): uint8 images (N, 32, 32, 3) and int64 labels."""
+def load(name, data_dir=DATA_DIR, extra=False, xi=NLGP_XI, gain=NLGP_GAIN):
+    """(x_train, y_train, x_test, y_test): uint8 images (N, 32, 32, 3) and int64 labels.
+    xi, gain: NLGP's correlation lengths and gain (nlgp and nlgp-gaussian only)."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     spec = DATASETS[name]
+    if name.startswith('nlgp'):
+        gaussian = name == 'nlgp-gaussian'
+        return [part for split, n in enumerate(spec['sizes'])  # seeds 0 and 1: the same sets in every run
+                for part in nlgp_images(n, xi, gain, gaussian=gaussian, seed=split)]
     os.makedirs(data_dir, exist_ok=True)
     splits = read_svhn(spec, data_dir, extra) if name == 'svhn' else read_cifar(spec, data_dir)
     for split, x, y, canonical in zip(('train', 'test'), splits[0::2], splits[1::2], spec['sizes']):
@@ -165,6 +178,68 @@ def load(name, data_dir=DATA_DIR, extra=False):
         if len(x) != canonical and not (name == 'svhn' and extra and split == 'train'):
             print(f'note: {name} {split} has {len(x)} images (the canonical release has {canonical})')
     return splits
+
+
+# ----------------------------------------------------------------------------- NLGP
+# Ingrosso & Goldt, "Data-driven emergence of convolutional structure in neural networks"
+# (PNAS 2022): a two-layer fully connected net trained by SGD learns local receptive fields when
+# its inputs have non-Gaussian local structure, and not on Gaussian inputs of the same
+# covariance. Their data model: a translation-invariant Gaussian field z with correlation
+# length xi, pushed through erf with a gain g and rescaled to unit variance,
+#     x = erf(g z / sqrt(2)) / Z(g),   Z(g)^2 = E[erf(g z / sqrt(2))^2] = (2/pi) arcsin(g^2 / (1 + g^2)).
+# g -> 0 gives back a Gaussian field; large g gives images of nearly +-1 only. The task: which of
+# two correlation lengths made the image. Here the fields are periodic 32 x 32 images (a torus)
+# with covariance exp(-d^2 / xi^2) at torus distance d, one field drawn in grey on 3 channels so
+# that every net and picture of the project applies unchanged.
+
+def torus_distance2(size):
+    """(size, size): the squared distance of each pixel from pixel (0, 0) on a size x size torus."""
+    d = np.minimum(np.arange(size), size - np.arange(size))
+    return d[:, None] ** 2 + d[None, :] ** 2
+
+
+def nlgp_covariance(xi, gain, size=32):
+    """(size, size): the NLGP's covariance between pixel (0, 0) and each pixel, by the arcsine law
+    E[erf(a u) erf(a v)] = (2/pi) arcsin(2 a^2 c / (1 + 2 a^2)) for unit Gaussians u, v of
+    correlation c, here with a = g / sqrt(2); at g -> 0 the field's own exp(-d^2 / xi^2)."""
+    c = np.exp(-torus_distance2(size) / xi ** 2)
+    if gain == 0:
+        return c
+    return np.arcsin(gain ** 2 * c / (1 + gain ** 2)) / np.arcsin(gain ** 2 / (1 + gain ** 2))
+
+
+def gaussian_field(n, covariance, rng):
+    """n periodic Gaussian fields (n, size, size) with the given stationary covariance (its row
+    for pixel (0, 0)): white noise filtered by the square root of the covariance's spectrum."""
+    size = covariance.shape[0]
+    spectrum = np.clip(np.fft.fft2(covariance).real, 0, None)  # real and even; clip rounding below 0
+    noise = np.fft.fft2(rng.standard_normal((n, size, size)))
+    return np.fft.ifft2(noise * np.sqrt(spectrum)).real
+
+
+def nlgp_fields(n, xi, gain, gaussian=False, rng=None, size=32):
+    """n fields (n, size, size) of unit variance: NLGP with correlation length xi and gain, or
+    (gaussian=True) its Gaussian twin, a Gaussian field with the NLGP's covariance."""
+    rng = rng or np.random.default_rng(0)
+    if gaussian:
+        return gaussian_field(n, nlgp_covariance(xi, gain, size), rng)
+    z = gaussian_field(n, np.exp(-torus_distance2(size) / xi ** 2), rng)
+    if gain == 0:
+        return z
+    return erf(gain * z / math.sqrt(2)) / math.sqrt(2 / math.pi * math.asin(gain ** 2 / (1 + gain ** 2)))
+
+
+def nlgp_images(n, xi=NLGP_XI, gain=NLGP_GAIN, gaussian=False, seed=0, size=32):
+    """(x, y): n uint8 images (n, size, size, 3), half of each class (label i: correlation length
+    xi[i]) in a seeded order, each a field in grey: 128 + 32 * value, so 8 levels per unit of
+    standard deviation and +-4 standard deviations before clipping."""
+    rng = np.random.default_rng([seed, 0x4E4C4750])
+    y = rng.permutation(np.arange(n) % len(xi))
+    fields = np.empty((n, size, size))
+    for label, length in enumerate(xi):
+        fields[y == label] = nlgp_fields(int(np.sum(y == label)), length, gain, gaussian, rng, size)
+    x = np.clip(np.rint(128 + 32 * fields), 0, 255).astype(np.uint8)
+    return np.repeat(x[..., None], 3, axis=3), y.astype(np.int64)
 
 
 def split_validation(x, y, val_size, seed=0):

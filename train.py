@@ -40,7 +40,13 @@ def parse_args(argv):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.error = lambda message: fail(message)  # one line, exit status 2, no usage dump
     # data
-    p.add_argument('--dataset', default='cifar10', help='cifar10, cifar100 or svhn')
+    p.add_argument('--dataset', default='cifar10',
+                   help='cifar10, cifar100 or svhn; or nlgp and nlgp-gaussian, made: two classes of fields of two '
+                        "correlation lengths, non-Gaussian or Gaussian with the same covariance (data.py)")
+    p.add_argument('--nlgp-gain', type=float, default=data.NLGP_GAIN,
+                   help='nlgp: the gain g of erf(g z / sqrt 2); near 0 Gaussian, large near-binary')
+    p.add_argument('--nlgp-xi', type=float, nargs=2, default=list(data.NLGP_XI), metavar=('XI0', 'XI1'),
+                   help="nlgp: the two classes' correlation lengths in pixels")
     p.add_argument('--data-dir', default=data.DATA_DIR, help='where datasets live ($BLASSO_DATA sets the default)')
     p.add_argument('--svhn-extra', action=argparse.BooleanOptionalAction, default=False, help='SVHN: train on train + extra')
     p.add_argument('--val-size', type=int, default=0, help='training images held out for validation (model selection)')
@@ -92,6 +98,8 @@ def parse_args(argv):
         fail(f"unknown arch {args.arch!r}; choose one of {', '.join(models.ARCHS)}")
     if args.dataset not in data.DATASETS:
         fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+    if args.nlgp_gain < 0 or min(args.nlgp_xi) <= 0:
+        fail(f'--nlgp-gain must be >= 0 and --nlgp-xi > 0, got {args.nlgp_gain:g} and {args.nlgp_xi}')
     if args.alpha is None:
         args.alpha = D_ALPHA if args.arch.startswith('d_') else RESNET_ALPHA if args.arch == 'resnet18' else S_ALPHA
     check_ranges(args)
@@ -237,7 +245,9 @@ def load_data(args, xp):
     """3. The splits as Loaders that move images to the device, where augmentation runs:
     {'train', 'val' (None without --val-size), 'test'}."""
     try:
-        x_train, y_train, x_test, y_test = data.load(args.dataset, args.data_dir, extra=args.svhn_extra)
+        x_train, y_train, x_test, y_test = data.load(  # runs written before NLGP have no nlgp_ keys
+            args.dataset, args.data_dir, extra=args.svhn_extra,
+            xi=tuple(vars(args).get('nlgp_xi', data.NLGP_XI)), gain=vars(args).get('nlgp_gain', data.NLGP_GAIN))
         x_train, y_train, x_val, y_val = data.split_validation(x_train, y_train, args.val_size, args.seed)
         if args.train_size is not None:
             keep = data.balanced_subset(y_train, args.train_size, args.seed)

@@ -308,3 +308,73 @@ def test_crops_and_flips_vary_and_cover_their_range():
     assert 0.45 < flipped.mean() < 0.55
     for other in ((0, 1), (1, 0)):
         assert not all(np.array_equal(a, b) for a, b in zip(draws[0, 0], draws[other])), other
+
+
+# ----------------------------------------------------------------------------- NLGP
+
+def torus_lag_covariance(fields, dy, dx):
+    """E[x(p) x(p + (dy, dx))] over every pixel p of every field (stationary, periodic)."""
+    return float(np.mean(fields * np.roll(fields, (-dy, -dx), axis=(1, 2))))
+
+
+@pytest.mark.parametrize('gain', [0.01, 1.0, 3.0, 30.0])
+def test_nlgp_marginal_is_erf_of_a_gaussian(gain):
+    """Unit variance at every gain, and the marginal's CDF: P(x <= t) = Phi(sqrt(2) erfinv(t Z) / g)."""
+    from scipy.special import erfinv
+    from scipy.stats import norm
+    fields = data.nlgp_fields(600, 2.0, gain, rng=np.random.default_rng(1))
+    assert abs(fields.var() - 1) < 0.03 and abs(fields.mean()) < 0.03
+    z = np.sqrt(2 / np.pi * np.arcsin(gain ** 2 / (1 + gain ** 2)))
+    for t in (-1.5, -0.5, 0.0, 0.3, 0.9):
+        expected = norm.cdf(np.sqrt(2) * erfinv(np.clip(t * z, -1, 1)) / gain)
+        assert abs(np.mean(fields <= t) - expected) < 0.02, (gain, t)
+
+
+def test_nlgp_goes_from_gaussian_to_binary():
+    kurtosis = lambda f: float(np.mean(f ** 4) / np.mean(f ** 2) ** 2)  # noqa: E731 Gaussian 3, +-1 only 1
+    assert abs(kurtosis(data.nlgp_fields(400, 2.0, 0.0)) - 3) < 0.1
+    assert abs(kurtosis(data.nlgp_fields(400, 2.0, 0.01)) - 3) < 0.1
+    binary = data.nlgp_fields(400, 2.0, 100.0)
+    assert kurtosis(binary) < 1.05 and np.mean(np.abs(np.abs(binary) - 1) < 0.1) > 0.95
+
+
+@pytest.mark.parametrize('gaussian', [False, True], ids=['nlgp', 'gaussian twin'])
+@pytest.mark.parametrize('gain', [0.01, 3.0])
+def test_nlgp_covariance_at_small_lags(gain, gaussian):
+    """The field's covariance at lags up to 2 pixels against the arcsine law, for the NLGP and for
+    its Gaussian twin alike; at gain 0.01 both are the Gaussian field's exp(-d^2 / xi^2)."""
+    xi = 2.0
+    fields = data.nlgp_fields(1500, xi, gain, gaussian=gaussian, rng=np.random.default_rng(2))
+    target = data.nlgp_covariance(xi, gain)
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1), (0, 2), (2, 1)):
+        assert abs(torus_lag_covariance(fields, dy, dx) - target[dy, dx]) < 0.02, (dy, dx)
+    if gain < 0.1:
+        assert np.allclose(target[0, :3], np.exp(-np.arange(3) ** 2 / xi ** 2), atol=1e-4)
+    else:  # the nonlinearity lowers the correlation at every lag but 0
+        assert target[0, 0] == pytest.approx(1) and target[0, 1] < np.exp(-1 / xi ** 2) - 0.01
+
+
+def test_the_gaussian_twin_is_gaussian():
+    twin = data.nlgp_fields(600, 2.0, 30.0, gaussian=True, rng=np.random.default_rng(3))
+    assert abs(np.mean(twin ** 4) / np.mean(twin ** 2) ** 2 - 3) < 0.1
+
+
+def test_nlgp_images_are_seeded_balanced_grey_uint8():
+    x, y = data.nlgp_images(200, (1.0, 3.0), 3.0, seed=5)
+    again, y_again = data.nlgp_images(200, (1.0, 3.0), 3.0, seed=5)
+    other, _ = data.nlgp_images(200, (1.0, 3.0), 3.0, seed=6)
+    assert x.dtype == np.uint8 and x.shape == (200, 32, 32, 3) and np.array_equal(x, again) and np.array_equal(y, y_again)
+    assert not np.array_equal(x, other) and np.bincount(y).tolist() == [100, 100]
+    assert np.array_equal(x[..., 0], x[..., 2])  # one field, in grey
+    values = (x[..., 0].astype(np.float64) - 128) / 32
+    assert abs(values.std() - 1) < 0.05
+    # the classes differ in correlation length: neighbouring pixels agree more in class 1 (xi 3)
+    lag1 = [torus_lag_covariance(values[y == label], 0, 1) for label in (0, 1)]
+    assert lag1[0] < 0.6 < lag1[1]
+
+
+def test_load_nlgp_makes_both_splits():
+    x_train, y_train, x_test, y_test = data.load('nlgp-gaussian', xi=(1.0, 2.0), gain=3.0)
+    assert (len(x_train), len(x_test)) == data.DATASETS['nlgp-gaussian']['sizes']
+    assert not np.array_equal(x_train[:100], x_test[:100])
+    assert set(np.unique(y_train)) == {0, 1}
