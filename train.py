@@ -76,6 +76,9 @@ def parse_args(argv):
     p.add_argument('--momentum', type=float, default=0.9, help='SGD momentum (beta-LASSO uses none, App. A.2)')
     p.add_argument('--weight-decay', type=float, default=5e-4, help='SGD weight decay')
     p.add_argument('--seed', type=int, default=0, help='seed of the weights, the split and every batch')
+    p.add_argument('--mask', default=None, metavar='NPZ',
+                   help="hold weights at zero: 0/1 arrays named as the model's parameters (prune.py writes them); "
+                        "the others start from the seed's initial values")
     # system and logging
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'gpu'], help='gpu needs CuPy and a GPU')
     p.add_argument('--tf32', action=argparse.BooleanOptionalAction, default=False,
@@ -134,13 +137,14 @@ def fail(message):
     sys.exit(2)
 
 
-def save_checkpoint(path, model, velocity, config, progress):
+def save_checkpoint(path, model, velocity, config, progress, masks=None):
     """Every array to host memory, into an npz written under a temporary name and renamed, so
     an interrupted write never replaces the last good checkpoint; the one before is kept as
     checkpoint.prev.npz, for when the newest is damaged after all (a full disk, a copy cut short)."""
     arrays = {f'param/{name}': backend.to_numpy(p) for name, p, _ in model.params()}
     arrays.update({f'buffer/{name}': backend.to_numpy(b) for name, b in model.buffers()})
     arrays.update({f'velocity/{name}': backend.to_numpy(v) for name, v in velocity.items()})
+    arrays.update({f'mask/{name}': backend.to_numpy(m) for name, m in (masks or {}).items()})
     arrays['config'], arrays['progress'] = np.array(json.dumps(config)), np.array(json.dumps(progress))
     with open(path + '.tmp', 'wb') as f:
         np.savez(f, **arrays)
@@ -185,20 +189,21 @@ def main(argv=None):
         xp = array_module(args)
         batches = load_data(args, xp)
         model, groups = build_model(args, xp, batches)
+        masks = load_masks(args, model, checkpoint, xp)
         velocity, progress, metrics = restore(args, config, model, checkpoint, xp)
         interrupted, release_signals = catch_stop_signals()
         saved_at = [time.monotonic()]  # when the last checkpoint was written, or the run (re)started
         try:
             with np.errstate(over='ignore', invalid='ignore'):  # divergence is reported by the NaN guard
                 for epoch in range(progress['epoch'], args.epochs):
-                    if not train_epoch(args, model, batches, groups, velocity, progress, epoch, interrupted):
+                    if not train_epoch(args, model, batches, groups, velocity, progress, epoch, interrupted, masks):
                         return 1  # the loss is not finite: no checkpoint is written
                     if interrupted:
-                        save_checkpoint(checkpoint_path(args), model, velocity, config, progress)
+                        save_checkpoint(checkpoint_path(args), model, velocity, config, progress, masks)
                         print(f'\ninterrupted ({signal.Signals(interrupted[0]).name}) at epoch {epoch + 1}, step '
                               f'{progress["step"]}; checkpoint written.\ncontinue with: python train.py --resume {args.out}')
                         return INTERRUPTED
-                    progress = end_epoch(args, config, model, batches, velocity, progress, metrics, epoch, saved_at)
+                    progress = end_epoch(args, config, model, batches, velocity, progress, metrics, epoch, saved_at, masks)
         finally:
             release_signals()
         report.summarize(args, model, metrics, len(batches['train'].labels))
@@ -314,6 +319,31 @@ def cost_line(args, model, steps_per_epoch):
             f'written every {args.save_minutes:g} minutes of training')
 
 
+def load_masks(args, model, checkpoint, xp):
+    """4b. {parameter name: 0/1 array} of the weights held at zero (--mask), or {}. A resumed run
+    takes them from its checkpoint; a new one from the file, and zeroes the pruned weights of the
+    freshly built net, so that the survivors start from the seed's initial values (IMP's rewind)."""
+    if checkpoint is not None:
+        return {k[len('mask/'):]: xp.asarray(v) for k, v in checkpoint.items() if k.startswith('mask/')}
+    if not args.mask:
+        return {}
+    try:
+        with np.load(args.mask) as npz:
+            saved = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        fail(f'--mask {args.mask}: cannot read it ({type(e).__name__}: {str(e)[:80]})')
+    params = {name: p for name, p, _ in model.params()}
+    for name, m in saved.items():
+        if name not in params or m.shape != params[name].shape or not np.isin(m, (0, 1)).all():
+            fail(f'--mask {args.mask}: {name} is not a 0/1 array shaped as one of this model\'s parameters')
+    masks = {name: xp.asarray(m, dtype=params[name].dtype) for name, m in saved.items()}
+    for name, m in masks.items():
+        params[name] *= m
+    print(f'mask: {sum(int(m.sum()) for m in saved.values()):,} of {sum(m.size for m in saved.values()):,} weights kept '
+          f'in {", ".join(saved)}')
+    return masks
+
+
 def restore(args, config, model, checkpoint, xp):
     """5. (velocity, progress, metrics): fresh, or the checkpoint's. metrics.jsonl keeps the
     epochs the checkpoint has seen and drops any later line."""
@@ -367,7 +397,7 @@ def get_lr(args, step, steps_per_epoch):
     return 0.5 * args.lr * (1 + math.cos(math.pi * step / (steps_per_epoch * args.epochs)))
 
 
-def train_epoch(args, model, batches, groups, velocity, progress, epoch, interrupted):
+def train_epoch(args, model, batches, groups, velocity, progress, epoch, interrupted, masks=None):
     """6. One epoch from progress['step'] on: lr -> batch -> forward -> loss -> backward ->
     update. The epoch's loss and correct count are summed on the device and read (a sync point,
     and the NaN guard) every SYNC_EVERY steps and at the end. Stops early when a stop signal
@@ -389,6 +419,10 @@ def train_epoch(args, model, batches, groups, velocity, progress, epoch, interru
             blasso.blasso_step(groups, lr, args.beta)
         else:
             blasso.sgd_step(model.params(), lr, args.momentum, args.weight_decay, velocity)
+        if masks:  # pruned weights stay exactly zero, whatever the update did
+            for name, p, _ in model.params():
+                if name in masks:
+                    p *= masks[name]
         loss_sum += loss.astype(np.float64) * len(y)
         correct += (logits.argmax(axis=1) == y).sum()
         progress['seen'] += len(y)
@@ -423,7 +457,7 @@ def evaluate(model, batches):
     return float(loss_sum) / n, int(correct) / n
 
 
-def end_epoch(args, config, model, batches, velocity, progress, metrics, epoch, saved_at):
+def end_epoch(args, config, model, batches, velocity, progress, metrics, epoch, saved_at, masks=None):
     """7. Evaluate (every --eval-every epochs and the last), count non-zeros (Fig. 3), append
     to metrics.jsonl, snapshot the first layer's filters at a few epochs (filters-over-time.png),
     and checkpoint when save_due (saved_at[0]: when the last was written). Returns the next
@@ -448,7 +482,7 @@ def end_epoch(args, config, model, batches, velocity, progress, metrics, epoch, 
         report.add_filter_snapshot(model, args.out, epoch + 1, seed=args.seed)
     progress = dict(epoch=epoch + 1, step=0, loss_sum=0.0, correct=0, seen=0, seconds=0.0)
     if save_due(args, epoch, (time.monotonic() - saved_at[0]) / 60):
-        save_checkpoint(checkpoint_path(args), model, velocity, config, progress)
+        save_checkpoint(checkpoint_path(args), model, velocity, config, progress, masks)
         saved_at[0] = time.monotonic()
         report.save_curves(metrics, report.reference_sizes(args.alpha), os.path.join(args.out, 'curves.png'))
     return progress

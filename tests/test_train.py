@@ -387,7 +387,7 @@ def test_checkpoints_follow_the_clock(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(train, 'time', argparse.Namespace(perf_counter=time.perf_counter, monotonic=lambda: next(readings)))
     saved = []
     real_save = train.save_checkpoint
-    monkeypatch.setattr(train, 'save_checkpoint', lambda path, model, velocity, config, progress: (
+    monkeypatch.setattr(train, 'save_checkpoint', lambda path, model, velocity, config, progress, masks=None: (
         saved.append(progress['epoch']), real_save(path, model, velocity, config, progress)))
     assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '6', '--save-minutes', '10') == 0
     assert saved == [3, 6]  # clock: start 0; epochs 1, 2, 3 end at 4, 8, 12 min; saved at 16; 20, 24; the last
