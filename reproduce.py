@@ -343,10 +343,11 @@ def launch_local(todo, jobs, data_dir):
 
 
 class TrainJob:
-    """One run as a Slurm (submitit) job: train.py in a child process. Before a time limit or a
-    preemption submitit signals the job (USR2) and calls checkpoint(): the child is told to stop
-    (it finishes its step and writes its checkpoint), and the job is requeued; requeued, it
-    continues the run from its directory. A plain class: submitit is imported only here."""
+    """One run as a Slurm (submitit) job: train.py in a child process. Before a time limit
+    (--signal-delay s before it) or a preemption Slurm signals the job (USR2) and submitit calls
+    checkpoint(): the child is told to stop (it finishes its step and writes its checkpoint), and
+    the job is requeued; requeued, it continues the run from its directory. A plain class:
+    submitit is imported only here."""
 
     def __call__(self, run_dir, run, data_dir=None):
         from train import holder
@@ -381,7 +382,7 @@ def slurm_parameters(args, count):
     """The SlurmExecutor parameters of a grid: one job array of `count` runs."""
     return dict(job_name=f'blasso-{args.experiment}', partition=args.partition, time=args.time,
                 gpus_per_node=args.gpus_per_run, cpus_per_task=args.cpus_per_run,
-                array_parallelism=min(args.max_parallel, count), signal_delay_s=120)
+                array_parallelism=min(args.max_parallel, count), signal_delay_s=args.signal_delay)
 
 
 def sbatch_script(args, count):
@@ -399,7 +400,9 @@ def launch_slurm(todo, args, executor=None):
         raise SystemExit('error: --launcher slurm needs submitit: pip install submitit') from None
     if executor is None:
         try:
-            executor = submitit.SlurmExecutor(folder=args.slurm_log_dir)
+            # submitit requeues a job after at most max_num_timeout time limits; its default, 3, would
+            # give up a long run at its fourth
+            executor = submitit.SlurmExecutor(folder=args.slurm_log_dir, max_num_timeout=args.max_requeues)
         except RuntimeError as e:  # no srun: not a Slurm machine
             fail(f'--launcher slurm needs a Slurm cluster ({e}); --dry-run prints the sbatch script')
         executor.update_parameters(**slurm_parameters(args, len(todo)))
@@ -786,6 +789,12 @@ def main(argv=None):
     p.add_argument('--gpus-per-run', type=int, default=1, help='slurm: GPUs per run')
     p.add_argument('--cpus-per-run', type=int, default=8, help='slurm: CPU cores per run')
     p.add_argument('--time', type=int, default=1440, help='slurm: minutes per job before it is requeued')
+    p.add_argument('--signal-delay', type=int, default=120,
+                   help='slurm: seconds before the time limit that a job is signalled to checkpoint and be requeued '
+                        '(Slurm sends it up to 30 s earlier still)')
+    p.add_argument('--max-requeues', type=int, default=100,
+                   help='slurm: how many time limits a run may reach, each followed by a requeue, before it is '
+                        'given up (submitit\'s max_num_timeout; preemptions do not count)')
     p.add_argument('--max-parallel', type=int, default=64, help='slurm: array tasks at once')
     p.add_argument('--slurm-log-dir', default=None, help='slurm: submitit logs (default: RUNS_DIR/slurm)')
     args = p.parse_args(argv)
@@ -794,10 +803,13 @@ def main(argv=None):
     folder = os.path.join(runs_dir, FOLDERS.get(args.experiment, args.experiment))
     if not args.gpu_tflops > 0:
         fail(f'--gpu-tflops must be positive, got {args.gpu_tflops}')
-    for name in ('epochs', 'alpha', 'seeds', 'jobs', 'gpus_per_run', 'cpus_per_run', 'time', 'max_parallel'):
+    for name in ('epochs', 'alpha', 'seeds', 'jobs', 'gpus_per_run', 'cpus_per_run', 'time', 'max_parallel',
+                 'signal_delay', 'max_requeues'):
         value = getattr(args, name)
-        if value is not None and value < (0 if name == 'gpus_per_run' else 1):
+        if value is not None and value < (0 if name in ('gpus_per_run', 'max_requeues') else 1):
             fail(f'--{name.replace("_", "-")} must be positive, got {value}')
+    if args.launcher == 'slurm' and args.signal_delay >= 60 * args.time:
+        fail(f'--signal-delay {args.signal_delay} s must be shorter than --time {args.time} min')
     if args.dataset and args.dataset not in DATASET_COLUMNS:
         fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASET_COLUMNS)}")
 
@@ -820,6 +832,8 @@ def main(argv=None):
         print(f'# {len(runs)} runs in {args.experiment} at --scale {args.scale}: {len(done)} done, {len(todo)} to run')
         print(cost_text(cost([run for _, run in todo]), args.gpu_tflops))
         if args.launcher == 'slurm' and todo:
+            print(f'# slurm: each run is signalled {args.signal_delay} s before its {args.time}-minute limit, checkpoints and '
+                  f'is requeued, at most {args.max_requeues} times (--signal-delay, --max-requeues)')
             print(sbatch_script(args, len(todo)))
         return 0
     print(f'{args.experiment} at --scale {args.scale}: {len(runs)} runs, {len(done)} already done')

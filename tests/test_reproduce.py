@@ -116,11 +116,43 @@ def test_sbatch_script_of_a_grid():
     pytest.importorskip('submitit')
     args = argparse.Namespace(
         experiment='table2', partition='gpu', time=90, gpus_per_run=2, cpus_per_run=8, max_parallel=4,
-        slurm_log_dir='/tmp/logs')
+        signal_delay=50, slurm_log_dir='/tmp/logs')
     text = reproduce.sbatch_script(args, 12)
     for line in ('#SBATCH --array=0-11%4', '#SBATCH --gpus-per-node=2', '#SBATCH --time=90',
-                 '#SBATCH --signal=USR2@120', '#SBATCH --partition=gpu', '#SBATCH --job-name=blasso-table2'):
+                 '#SBATCH --signal=USR2@50', '#SBATCH --partition=gpu', '#SBATCH --job-name=blasso-table2'):
         assert line in text.splitlines(), line
+
+
+def test_slurm_flags_reach_the_executor_and_the_dry_run(tiny_experiment, capsys, monkeypatch):
+    """--max-requeues is submitit's cap on requeues after a time limit (its own default, 3, would
+    end a long run at its fourth slice); --signal-delay is the sbatch --signal. No Slurm needed:
+    a stand-in executor records what it is given."""
+    submitit = pytest.importorskip('submitit')
+    made = []
+
+    class Executor:
+        def __init__(self, folder, max_num_timeout=3):
+            made.append(dict(folder=folder, max_num_timeout=max_num_timeout))
+
+        def update_parameters(self, **parameters):
+            made[-1].update(parameters)
+
+        def map_array(self, function, *args):
+            return [argparse.Namespace(job_id=f'7_{i}') for i in range(len(args[0]))]
+    monkeypatch.setattr(submitit, 'SlurmExecutor', Executor)
+    flags = ['run', 'tiny', '--launcher', 'slurm', '--time', '30', '--signal-delay', '300', '--max-requeues', '500']
+    assert reproduce.main(flags) == 0
+    assert made[0]['max_num_timeout'] == 500 and made[0]['signal_delay_s'] == 300 and made[0]['time'] == 30
+    assert 'submitted 4 runs as job array 7' in capsys.readouterr().out
+    assert reproduce.main(flags + ['--dry-run']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert '# slurm: each run is signalled 300 s before its 30-minute limit, checkpoints and is requeued, at most 500 ' \
+           'times (--signal-delay, --max-requeues)' in out and '#SBATCH --signal=USR2@300' in out
+    assert reproduce.main(['run', 'tiny', '--launcher', 'slurm', '--dry-run']) == 0
+    assert 'at most 100 times' in capsys.readouterr().out  # the default: 100 days at --time 1440
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(['run', 'tiny', '--launcher', 'slurm', '--time', '2', '--signal-delay', '120'])
+    assert e.value.code == 2 and '--signal-delay 120 s must be shorter than --time 2 min' in capsys.readouterr().err
 
 
 def children(pid):
