@@ -9,7 +9,9 @@ or, with --first-layer-only, in the first; round r + 1 trains the survivors from
 values (the same seed builds the same net: Frankle & Carbin's rewind to initialisation) with
 the mask held. Each round is a run directory OUT/round-R; its mask, OUT/mask-R.npz, is computed
 from the round before and lives in the round's checkpoint too. The same command continues an
-interrupted procedure: finished rounds are kept, a stopped one is resumed.
+interrupted procedure: finished rounds are kept, a stopped one is resumed. At the end OUT holds
+the last round's config.json and summary.json (training seconds summed over the rounds, the
+procedure's settings added), so that OUT reads as one run to reproduce.py.
 """
 import argparse
 import json
@@ -42,8 +44,11 @@ def next_mask(run_dir, fraction, first_layer_only):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description='Iterative magnitude pruning: rounds of train.py runs with a held mask. '
-                                            'train.py flags follow "--".')
+    p = argparse.ArgumentParser(
+        usage='python prune.py [--rounds R] [--fraction F] [--first-layer-only] --out DIR -- TRAIN.PY FLAGS',
+        description='Iterative magnitude pruning: rounds of train.py runs with a held mask. The train.py flags of '
+                    'every round follow "--", e.g. -- --dataset nlgp --arch s_fc --alpha 2 --epochs 20.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--rounds', type=int, default=4, help='rounds in all, the dense one included')
     p.add_argument('--fraction', type=float, default=0.5, help='share of the surviving weights pruned after each round')
     p.add_argument('--first-layer-only', action='store_true', help='prune the first weight layer only')
@@ -55,6 +60,12 @@ def main(argv=None):
     if any(f in train_flags for f in ('--out', '--mask', '--resume')):
         raise SystemExit('error: prune.py sets --out, --mask and --resume of each round itself')
     os.makedirs(args.out, exist_ok=True)
+    with train.one_writer(args.out):
+        code = run_rounds(args, train_flags)
+    return code
+
+
+def run_rounds(args, train_flags):
     for r in range(args.rounds):
         run_dir = os.path.join(args.out, f'round-{r}')
         if os.path.exists(os.path.join(run_dir, 'summary.json')):
@@ -76,6 +87,14 @@ def main(argv=None):
         summary = json.load(open(os.path.join(run_dir, 'summary.json')))
         densities = ', '.join(f'{name} {layer["share"]:.3f}' for name, layer in summary['layers'].items())
         print(f'round {r}: test accuracy {summary["final_test_acc"]:.2%}, weights kept: {densities}')
+    rounds = [os.path.join(args.out, f'round-{r}') for r in range(args.rounds)]
+    imp = dict(imp_rounds=args.rounds, imp_fraction=args.fraction, imp_first_layer=args.first_layer_only)
+    config = dict(json.load(open(os.path.join(rounds[-1], 'config.json'))), out=args.out, mask=None, **imp)
+    summary = dict(json.load(open(os.path.join(rounds[-1], 'summary.json'))), seconds=sum(json.load(open(os.path.join(d, 'summary.json')))['seconds'] for d in rounds), **imp)
+    for name, content in (('config.json', config), ('summary.json', summary)):
+        with open(os.path.join(args.out, name + '.tmp'), 'w') as f:
+            json.dump(content, f, indent=2)
+        os.replace(os.path.join(args.out, name + '.tmp'), os.path.join(args.out, name))  # summary.json last: done
     return 0
 
 

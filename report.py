@@ -73,6 +73,18 @@ def locality_score(maps, window=9, min_nonzero=20):
     return float(np.mean(windows.reshape(len(mass), -1).max(1) / mass.sum(axis=(1, 2))))
 
 
+def inverse_participation_ratio(maps, min_nonzero=20):
+    """Mean, over units with at least min_nonzero weights, of sum(w^4) / sum(w^2)^2 over a unit's
+    incoming weights (Ingrosso & Goldt's measure of a localised receptive field): 1/m for m equal
+    weights, about 3/N for N Gaussian ones (0.001 for a dense unit on 32x32x3). None when no
+    unit qualifies."""
+    w = maps.reshape(len(maps), -1).astype(np.float64)
+    w = w[np.count_nonzero(w, axis=1) >= min_nonzero]
+    if len(w) == 0:
+        return None
+    return float(np.mean((w ** 4).sum(1) / (w ** 2).sum(1) ** 2))
+
+
 def description_length(nonzero, n, b=32):
     """Theorem 2 with no weight sharing: k = ||w||_0 = nonzero parameters of n in all, b bits
     each. Bits: k*b + ||w||_0*log2(k*n) + 2*log2(n)."""
@@ -213,6 +225,7 @@ def summarize(args, model, metrics, num_train):
         layers=layers, nonzero_total=final['nonzero']['total'], weights_total=sum(sizes.values()),
         reference_sizes=reference_sizes(args.alpha),
         locality_score=None if conv_first else locality_score(maps),
+        inverse_participation_ratio=None if conv_first else inverse_participation_ratio(maps),
         description_length_bits=bits, mdl_gap_bound=mdl_gap_bound(bits, n, num_train),
         seconds=sum(m['seconds'] for m in metrics))
     with open(os.path.join(args.out, 'summary.json'), 'w') as f:

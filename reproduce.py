@@ -14,6 +14,7 @@ reporting its test accuracy at that epoch; mean and standard deviation over seed
 """
 import argparse
 import functools
+import glob
 import json
 import math
 import os
@@ -135,8 +136,27 @@ def table2_cpu(s):
             for row, seeds in rows for seed in range(seeds)]
 
 
+# locality: where a fully connected net's first layer turns local, on which data and by which method
+LOCALITY_DATA = {'NLGP g 0.3': dict(dataset='nlgp', nlgp_gain=0.3), 'NLGP g 3': dict(dataset='nlgp', nlgp_gain=3.0),
+                 'Gaussian twin of g 3': dict(dataset='nlgp-gaussian', nlgp_gain=3.0),
+                 'CIFAR-10, 5k images': dict(dataset='cifar10', train_size=5000)}
+LOCALITY_METHODS = {'SGD': {}, 'beta-LASSO': dict(beta=50, lr=1.0, lam_conv=4e-4, lam_fc=1e-5),
+                    'IMP': dict(imp_rounds=5, imp_fraction=0.75, imp_first_layer=True)}
+
+
+def locality(s):
+    """Where locality comes from: S-FC (alpha 2, 20 epochs, no augmentation) trained by SGD, by
+    beta-LASSO and by iterative magnitude pruning (prune.py: 5 rounds, 3/4 of the first layer's
+    surviving weights pruned after each, SGD) on Ingrosso & Goldt's NLGP at a low and a high gain,
+    on the high gain's Gaussian twin (the same covariance), and on 5k CIFAR-10 images; 3 seeds,
+    one whole seed after the other."""
+    base = dict(arch='s_fc', alpha=2, epochs=20, augment='none', eval_every=5, save_every=5)
+    return [dict(base, **data, **method, seed=seed) for seed in range(3) for data in LOCALITY_DATA.values()
+            for method in LOCALITY_METHODS.values()]
+
+
 EXPERIMENTS = {'table1': table1, 'table2': table2, 'fig2': fig2, 'fig5': fig5, 'permutation': permutation,
-               'cpu-claim': cpu_claim, 'table2-cpu': table2_cpu}
+               'cpu-claim': cpu_claim, 'table2-cpu': table2_cpu, 'locality': locality}
 FOLDERS = {'table2-cpu': 'cpu-claim'}  # experiments that share their runs with another's folder
 
 
@@ -174,7 +194,7 @@ def _quadratic(arch, num_classes, kernel_size, knob):
     return [np.polyfit([1, 2, 3], [p[i] for p in points], 2) for i in (0, 1)]
 
 
-TRAIN_IMAGES = {'cifar10': 50000, 'cifar100': 50000, 'svhn': 73257}
+TRAIN_IMAGES = {'cifar10': 50000, 'cifar100': 50000, 'svhn': 73257, 'nlgp': 20000, 'nlgp-gaussian': 20000}
 SVHN_EXTRA = 531131
 
 
@@ -187,7 +207,7 @@ def cost(runs):
     flops = disk = 0
     for run in runs:
         dataset = run.get('dataset', 'cifar10')
-        classes = 100 if dataset == 'cifar100' else 10
+        classes = {'cifar100': 100, 'nlgp': 2, 'nlgp-gaussian': 2}.get(dataset, 10)
         if run['arch'] == 'three_fc':
             knob, size = 'width', run.get('width') or models.three_fc_width(run['alpha'], classes)
         else:
@@ -195,7 +215,7 @@ def cost(runs):
         macs, params = (np.polyval(c, size) for c in _quadratic(run['arch'], classes, run.get('kernel_size', 3), knob))
         images = run.get('train_size') or (TRAIN_IMAGES[dataset] + SVHN_EXTRA * bool(run.get('svhn_extra'))
                                            - run.get('val_size', 0))
-        flops += 6 * macs * images * run['epochs']
+        flops += 6 * macs * images * run['epochs'] * run.get('imp_rounds', 1)  # prune.py: a training per round
         momentum = run.get('beta') is None and run.get('momentum', 0.9) > 0
         disk += 2 * 4 * params * (1 + momentum)
     return flops, disk
@@ -243,8 +263,9 @@ def grid(experiment, scale, dataset=None, epochs=None, alpha=None, seeds=1):
 
 # the order and short labels of the flags in a run's directory name
 NAME_PARTS = [('arch', ''), ('dataset', ''), ('alpha', 'a'), ('width', 'w'), ('kernel_size', 'k'), ('epochs', 'e'),
-              ('batch_size', 'bs'), ('train_size', 'n'), ('augment', 'aug-'), ('permute_pixels', 'perm'), ('lr', 'lr'),
-              ('momentum', 'm'), ('weight_decay', 'wd'), ('beta', 'b'), ('lam_conv', 'lc'), ('lam_fc', 'lf'),
+              ('batch_size', 'bs'), ('train_size', 'n'), ('nlgp_gain', 'g'), ('augment', 'aug-'), ('permute_pixels', 'perm'),
+              ('lr', 'lr'), ('momentum', 'm'), ('weight_decay', 'wd'), ('beta', 'b'), ('lam_conv', 'lc'), ('lam_fc', 'lf'),
+              ('imp_rounds', 'imp'), ('imp_fraction', 'pf'), ('imp_first_layer', 'first'),
               ('val_size', 'v'), ('eval_every', 'ev'), ('save_every', 'se'), ('seed', 's')]
 
 
@@ -260,18 +281,31 @@ def run_name(run):
     return '-'.join(parts)
 
 
-def train_command(run, run_dir, data_dir=None):
-    """The train.py command line of a run: fresh, or --resume when it has a checkpoint."""
-    command = [sys.executable, os.path.join(ROOT, 'train.py')]
-    if any(os.path.exists(os.path.join(run_dir, f)) for f in ('checkpoint.npz', 'checkpoint.prev.npz')):
-        return command + ['--resume', run_dir, '--quiet']
+def flags(run):
+    """A run's dict as command-line flags."""
+    out = []
     for key, value in run.items():
         flag = '--' + key.replace('_', '-')
         if value is True:
-            command.append(flag)
+            out.append(flag)
         elif value is not None and value is not False:
-            command += [flag, f'{value:g}' if isinstance(value, float) else str(value)]
-    return command + ['--out', run_dir, '--quiet'] + (['--data-dir', data_dir] if data_dir else [])
+            out += [flag, f'{value:g}' if isinstance(value, float) else str(value)]
+    return out
+
+
+def train_command(run, run_dir, data_dir=None):
+    """The train.py command line of a run: fresh, or --resume when it has a checkpoint. A run with
+    imp_* keys is prune.py's rounds of train.py runs, which continues itself."""
+    data = ['--data-dir', data_dir] if data_dir else []
+    if 'imp_rounds' in run:
+        imp = {k[len('imp_'):]: v for k, v in run.items() if k.startswith('imp_')}
+        return ([sys.executable, os.path.join(ROOT, 'prune.py'), '--rounds', str(imp['rounds']),
+                 '--fraction', f'{imp["fraction"]:g}'] + ['--first-layer-only'] * bool(imp.get('first_layer')) +
+                ['--out', run_dir, '--'] + flags({k: v for k, v in run.items() if not k.startswith('imp_')}) + ['--quiet'] + data)
+    command = [sys.executable, os.path.join(ROOT, 'train.py')]
+    if any(os.path.exists(os.path.join(run_dir, f)) for f in ('checkpoint.npz', 'checkpoint.prev.npz')):
+        return command + ['--resume', run_dir, '--quiet']
+    return command + flags(run) + ['--out', run_dir, '--quiet'] + data
 
 
 def is_done(run_dir):
@@ -453,6 +487,8 @@ CELLS = {
     'cpu-claim': lambda c: None if c['arch'] != 's_fc' else (  # its folder also holds table2-cpu's other rows
         c.get('train_size') or 50000 - c.get('val_size', 0), c['alpha'], c.get('augment', 'faa'),
         'SGD' if c.get('beta') is None else 'beta-LASSO'),
+    'locality': lambda c: (next(label for label, data in LOCALITY_DATA.items() if all(c.get(k) == v for k, v in data.items())),
+                           'IMP' if c.get('imp_rounds') else 'SGD' if c.get('beta') is None else 'beta-LASSO'),
     'table2-cpu': lambda c: (c['arch'], method(c)) if (c.get('train_size'), c['alpha'], c.get('augment'), c['epochs'])
     == (10000, 8, 'basic', 300) else None,
 }
@@ -661,6 +697,25 @@ def report(experiment, folder, out_dir=None):
                 lines.append(f'Of the gap from S-FC (SGD) to {target.upper().replace("_", "-")} ({gap:+.2f} points; '
                              f'the paper {paper:+.2f}), beta-LASSO closes {100 * (mean(lasso) - mean(sgd)) / gap:.0f}% '
                              f'(the paper: {100 * paper_closed:.0f}%), from the means over seeds.')
+    elif experiment == 'locality':
+        lines += ['| data | method | test acc. | train acc. | layer-1 weights kept | locality | inverse participation '
+                  'ratio | training minutes |', '|---' * 8 + '|']
+        for data in LOCALITY_DATA:
+            for name in LOCALITY_METHODS:
+                selected = cells.get((data, name), [])
+                values = lambda key: [s[key] for _, s, _ in selected if s.get(key) is not None]  # noqa: E731
+                first = [next(iter(layers.values())) for layers in values('layers')]  # layer 1
+                share = first and np.mean([layer['nonzero'] / layer['size'] for layer in first])
+                ipr, seconds = values('inverse_participation_ratio'), values('seconds')
+                lines.append(f'| {data} | {name} | {cell_text(selected, counts.get((data, name), 0))} | {train_text(selected)} '
+                             f'| {f"{100 * share:.2f}%" if selected else "—"} | {locality_text(selected) if selected else "—"} '
+                             f'| {f"{np.mean(ipr):.3f}" if ipr else "—"} | {f"{np.mean(seconds) / 60:.1f}" if seconds else "—"} |')
+        locality_png(cells, out_dir)
+        lines += ['', 'Locality: the share of a first-layer unit\'s weight mass inside its best 9x9 window (dense random '
+                  '~0.1, S-LOCAL 1.0); inverse participation ratio: sum w^4 / (sum w^2)^2 of a unit\'s weights (dense random '
+                  '~0.001, one weight 1); both over units with 20 or more weights, mean over seeds. IMP\'s minutes are its '
+                  '5 trainings\'. locality.png: receptive fields of seed 0\'s first layer, one row of units per data set '
+                  'and method.']
     else:
         lines += ['| cell | selected run | test acc. | layer-1 non-zeros | locality |', '|---|---|---|---|---|']
         for cell, selected in cells.items():
@@ -750,6 +805,44 @@ def fig5_png(cells, out_dir):
              title='Fig. 5: ResNet18')
 
 
+def locality_png(cells, out_dir):
+    """locality.png: for each data set (rows) and method (columns), 4 first-layer units of the
+    seed-0 run, those with the largest weight norms, each its weights summed over the 3 channels.
+    Drawn from the runs' checkpoints; where none is kept (results/ holds no weights) an existing
+    picture is left as it is."""
+    panels = {}
+    for i, data in enumerate(LOCALITY_DATA):
+        for j, name in enumerate(LOCALITY_METHODS):
+            run = next((r for r in cells.get((data, name), []) if r[0]['seed'] == 0), None)
+            paths = [] if run is None else [os.path.join(run[2], 'checkpoint.npz')] + sorted(
+                glob.glob(os.path.join(run[2], 'round-*', 'checkpoint.npz')), reverse=True)  # IMP: its last round
+            path = next((p for p in paths if os.path.exists(p)), None)
+            if path:
+                with np.load(path) as checkpoint:
+                    W = checkpoint['param/1.W']  # (3 * 32 * 32, units), inputs as (C, H, W)
+                maps = W.T.reshape(-1, 3, 32, 32).sum(axis=1)
+                panels[i, j] = maps[np.argsort(-np.linalg.norm(W, axis=0))[:4]]
+    if not panels:
+        return
+    import matplotlib.pyplot as plt
+    fig, grid_axes = plt.subplots(len(LOCALITY_DATA), 4 * len(LOCALITY_METHODS), squeeze=False,
+                                  figsize=(12, 0.9 * len(LOCALITY_DATA) + 0.6))
+    for ax in grid_axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for i, data in enumerate(LOCALITY_DATA):
+        grid_axes[i, 0].set_ylabel(data, rotation=0, ha='right', va='center', fontsize=8)
+    for j, name in enumerate(LOCALITY_METHODS):
+        grid_axes[0, 4 * j].set_title(name, loc='left', fontsize=9)
+    for (i, j), maps in panels.items():
+        for k, unit in enumerate(maps):
+            limit = np.abs(unit).max() or 1
+            grid_axes[i, 4 * j + k].imshow(unit, cmap='RdBu_r', vmin=-limit, vmax=limit)
+    fig.tight_layout(pad=0.3)
+    fig.savefig(os.path.join(out_dir, 'locality.png'), dpi=100)
+    plt.close(fig)
+
+
 def fig3(cells, out_dir):
     """The selected beta=50 S-FC run's non-zeros per layer over epochs (report.save_curves)."""
     import report as run_report
@@ -827,7 +920,8 @@ def main(argv=None):
     todo = [(run_dir, run) for run_dir, run in todo if not is_done(run_dir)]
     if args.dry_run:
         for run_dir, run in todo:  # shown as typed in the project's folder
-            command = ['python', 'train.py'] + train_command(run, os.path.relpath(run_dir, ROOT), args.data_dir)[2:]
+            command = train_command(run, os.path.relpath(run_dir, ROOT), args.data_dir)
+            command = ['python', os.path.basename(command[1])] + command[2:]  # train.py, or prune.py
             print(' '.join(command))
         print(f'# {len(runs)} runs in {args.experiment} at --scale {args.scale}: {len(done)} done, {len(todo)} to run')
         print(cost_text(cost([run for _, run in todo]), args.gpu_tflops))

@@ -79,6 +79,12 @@ def test_rounds_prune_the_stated_fraction(tmp_path):
         assert not (mask[name].ravel() > alive_before.ravel()).any()  # nothing comes back
     summary = json.load(open(tmp_path / 'round-2' / 'summary.json'))
     assert summary['layers']['1.W']['nonzero'] <= round(0.25 * sizes['1.W'])
+    whole = json.load(open(tmp_path / 'summary.json'))  # the procedure as one run, for reproduce.py
+    assert whole['layers'] == summary['layers'] and whole['imp_rounds'] == 3
+    assert whole['seconds'] == pytest.approx(sum(json.load(open(tmp_path / f'round-{r}' / 'summary.json'))['seconds']
+                                                 for r in range(3)))
+    assert json.load(open(tmp_path / 'config.json'))['imp_fraction'] == 0.5
+    assert prune.main(['--rounds', '3', '--fraction', '0.5', '--out', str(tmp_path), '--'] + FLAGS) == 0  # done: nothing runs
     first_only = tmp_path / 'first'
     assert prune.main(['--rounds', '2', '--fraction', '0.5', '--first-layer-only', '--out', str(first_only), '--'] + FLAGS) == 0
     mask = np.load(first_only / 'mask-1.npz')

@@ -33,6 +33,18 @@ def test_locality_counts_only_units_with_enough_weights():
     assert report.locality_score(np.ones((4, 3, 9, 9))) is None  # conv kernels: local by construction
 
 
+def test_inverse_participation_ratio_by_hand():
+    maps = np.zeros((3, 3, 32, 32))
+    maps[0, 0, :5, :5] = 2.0  # 25 equal weights: 1/25
+    maps[1, :, 10, :10] = np.arange(1, 11)  # 30 weights 1..10 in each channel: sum w^4 / (sum w^2)^2
+    maps[2, 0, 0, :19] = 1  # 19 weights: ignored
+    w = np.tile(np.arange(1, 11.0), 3)
+    assert report.inverse_participation_ratio(maps) == pytest.approx((1 / 25 + (w ** 4).sum() / (w ** 2).sum() ** 2) / 2)
+    dense = np.random.default_rng(0).standard_normal((100, 3, 32, 32))
+    assert report.inverse_participation_ratio(dense) == pytest.approx(3 / 3072, rel=0.1)
+    assert report.inverse_participation_ratio(np.zeros((2, 3, 32, 32))) is None
+
+
 def test_s_local_maps_put_each_filter_where_it_looks():
     model = models.build('s_local', 1)
     layer = model.layers[1]

@@ -337,3 +337,40 @@ def test_the_local_launcher_skips_a_run_another_process_writes(tiny_experiment, 
     assert f'skipped, another process is writing it: {held} (pid 4242)' in out
     assert not reproduce.is_done(held) and not os.path.exists(os.path.join(held, 'train.log'))
     assert sum(reproduce.is_done(str(tmp_path / 'runs' / 'tiny' / n)) for n in os.listdir(tmp_path / 'runs' / 'tiny')) == 3
+
+
+def test_locality_grid_runs_imp_through_prune_py():
+    runs = reproduce.grid('locality', 'cpu')
+    assert len(runs) == 36 and [r['seed'] for r in runs[:12]] == [0] * 12  # one whole seed first
+    imp = [r for r in runs if 'imp_rounds' in r]
+    assert len(imp) == 12
+    command = reproduce.train_command(imp[0], 'runs/x', 'data')
+    assert command[1].endswith('prune.py') and command[2:8] == ['--rounds', '5', '--fraction', '0.75', '--first-layer-only', '--out']
+    train_flags = command[command.index('--') + 1:]
+    assert '--out' not in train_flags and not any(f.startswith('--imp') for f in train_flags)
+    assert train_flags[-2:] == ['--data-dir', 'data'] and '--nlgp-gain' in train_flags
+    flops, _ = reproduce.cost([imp[0]])
+    assert flops == pytest.approx(5 * reproduce.cost([{k: v for k, v in imp[0].items() if not k.startswith('imp')}])[0])
+
+
+def test_locality_report_sets_methods_side_by_side(tmp_path):
+    folder = tmp_path / 'locality'
+    for seed in (0, 1):
+        for data_label, data_flags in list(reproduce.LOCALITY_DATA.items())[1:3]:
+            for name, method_flags in reproduce.LOCALITY_METHODS.items():
+                config = dict(arch='s_fc', alpha=2, epochs=20, seed=seed, val_size=5000, **data_flags, **method_flags)
+                run_dir = folder / reproduce.run_name(config)
+                run_dir.mkdir(parents=True)
+                local = name != 'SGD' and data_label == 'NLGP g 3'
+                summary = dict(best_val_acc=0.9, selected_test_acc=0.9 + 0.01 * seed, final_test_acc=0.9, train_acc=1.0,
+                               layers={'1.W': dict(nonzero=10, size=1000)}, seconds=120.0 * (1 + seed),
+                               locality_score=0.8 if local else 0.1, inverse_participation_ratio=0.05 if local else 0.001)
+                (run_dir / 'config.json').write_text(json.dumps(config))
+                (run_dir / 'summary.json').write_text(json.dumps(summary))
+    text = reproduce.report('locality', str(folder))
+    row = next(line for line in text.splitlines() if line.startswith('| NLGP g 3 | IMP |'))
+    assert row == '| NLGP g 3 | IMP | 90.50 ± 0.71 (2 runs, 2 seeds) | 100.0 | 1.00% | 0.80 | 0.050 | 3.0 |'
+    row = next(line for line in text.splitlines() if line.startswith('| Gaussian twin of g 3 | beta-LASSO |'))
+    assert '| 0.10 | 0.001 |' in row
+    assert '| NLGP g 0.3 | SGD | — |' in text  # a planned cell with no run
+    assert not (folder / 'locality.png').exists()  # no checkpoints: no picture drawn
