@@ -345,12 +345,12 @@ def test_locality_grid_runs_imp_through_prune_py():
     imp = [r for r in runs if 'imp_rounds' in r]
     assert len(imp) == 12
     command = reproduce.train_command(imp[0], 'runs/x', 'data')
-    assert command[1].endswith('prune.py') and command[2:8] == ['--rounds', '5', '--fraction', '0.75', '--first-layer-only', '--out']
+    assert command[1].endswith('prune.py') and command[2:8] == ['--rounds', '4', '--fraction', '0.8', '--first-layer-only', '--out']
     train_flags = command[command.index('--') + 1:]
     assert '--out' not in train_flags and not any(f.startswith('--imp') for f in train_flags)
     assert train_flags[-2:] == ['--data-dir', 'data'] and '--nlgp-gain' in train_flags
     flops, _ = reproduce.cost([imp[0]])
-    assert flops == pytest.approx(5 * reproduce.cost([{k: v for k, v in imp[0].items() if not k.startswith('imp')}])[0])
+    assert flops == pytest.approx(4 * reproduce.cost([{k: v for k, v in imp[0].items() if not k.startswith('imp')}])[0])
 
 
 def test_locality_report_sets_methods_side_by_side(tmp_path):
