@@ -198,7 +198,8 @@ class FFTConv2d(Conv2d):
     Both the padded input and the kernel are transformed at size L >= H + 2*pad (fft_size). No
     product wraps around at that size: out[y] reads xpad[y .. y+k-1], all below H + 2*pad.
     A stride-s layer computes the stride-1 output and keeps every s-th row and column.
-    Spectra are (N, L, L', C) with L' = L // 2 + 1 (rfft2 keeps half of a real map's spectrum).
+    Spectra are (N, L, L', C) with L' = L // 2 + 1 (rfft2 keeps half of a real map's spectrum);
+    the products run with the frequencies first (by_frequency), one batched matmul each.
     """
 
     def forward(self, x, train=True):
@@ -209,9 +210,9 @@ class FFTConv2d(Conv2d):
         self.size = (fft_size(h + 2 * p), fft_size(w + 2 * p))
         xpad = xp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
         self.X = fft.rfft2(xpad, s=self.size, axes=(1, 2))  # (N, L, L', C)
-        self.Wf = fft.rfft2(self.W.reshape(k, k, c, f), s=self.size, axes=(0, 1))  # (L, L', C, F)
+        self.Wf = fft.rfft2(self.W.reshape(k, k, c, f), s=self.size, axes=(0, 1)).reshape(-1, c, f)  # (L*L', C, F)
         # out[y] = sum_i xpad[y + i] W[i], a correlation: X times the conjugate of W's spectrum
-        Z = per_frequency(self.X, self.Wf.conj(), 'nc,cf->nf')  # (N, L, L', F)
+        Z = by_image(by_frequency(self.X) @ self.Wf.conj(), self.X.shape[:3] + (f,))  # (N, L, L', F)
         z = fft.irfft2(Z, s=self.size, axes=(1, 2))  # (N, L, L, F): every stride-1 position and more
         h_out, w_out = conv_out_size(h, k, s, p), conv_out_size(w, k, s, p)
         return xp.ascontiguousarray(z[:, :s * h_out:s, :s * w_out:s], dtype=x.dtype)
@@ -227,12 +228,14 @@ class FFTConv2d(Conv2d):
             dz[:, ::s, ::s] = dout
         DZ = fft.rfft2(dz, s=self.size, axes=(1, 2))  # (N, L, L', F)
         # dW[i] = sum_y xpad[y + i] dz[y], summed over images: a correlation again
-        dW = fft.irfft2(per_frequency(self.X, DZ.conj(), 'nc,nf->cf'), s=self.size, axes=(0, 1))  # (L, L, C, F)
+        G = by_frequency(self.X).transpose(0, 2, 1) @ by_frequency(DZ).conj()  # (L*L', C, F)
+        dW = fft.irfft2(G.reshape(DZ.shape[1:3] + (c, f)), s=self.size, axes=(0, 1))  # (L, L, C, F)
         self.dW[...] = dW[:k, :k].reshape(k * k * c, f)
         if not need_dx:
             return None
         # dxpad[y'] = sum_i dz[y' - i] W[i]: a convolution, so W's spectrum unconjugated
-        dxpad = fft.irfft2(per_frequency(DZ, self.Wf, 'nf,cf->nc'), s=self.size, axes=(1, 2))  # (N, L, L, C)
+        DX = by_image(by_frequency(DZ) @ self.Wf.transpose(0, 2, 1), DZ.shape[:3] + (c,))  # (N, L, L', C)
+        dxpad = fft.irfft2(DX, s=self.size, axes=(1, 2))  # (N, L, L, C)
         return xp.ascontiguousarray(dxpad[:, p:p + h, p:p + w], dtype=dout.dtype)
 
     def __repr__(self):
@@ -257,20 +260,14 @@ def conv2d(c_in, c_out, k, stride, pad, size, rng, dtype=np.float32, first=False
     return cls(c_in, c_out, k, stride, pad, rng, dtype=dtype)
 
 
-def per_frequency(a, b, pattern):
-    """At every frequency, a matrix product over the spectra's last axes: pattern is
-    'nc,cf->nf' (a (N, L, L', C), b (L, L', C, F)), 'nc,nf->cf' (both per image, summed over
-    images) or 'nf,cf->nc'. One batched matmul over the L*L' frequencies."""
-    xp = get_array_module(a)
-    length = a.shape[-3] * a.shape[-2]
-    freq_first = lambda s: s.reshape(-1, length, s.shape[-1]).transpose(1, 0, 2)  # noqa: E731 (N, .., K) -> (Q, N, K)
-    if pattern == 'nc,cf->nf':
-        out = xp.matmul(freq_first(a), b.reshape(length, *b.shape[-2:]))  # (Q, N, F)
-    elif pattern == 'nc,nf->cf':
-        return xp.matmul(freq_first(a).transpose(0, 2, 1), freq_first(b)).reshape(*a.shape[-3:-1], a.shape[-1], b.shape[-1])
-    else:
-        out = xp.matmul(freq_first(a), b.reshape(length, *b.shape[-2:]).transpose(0, 2, 1))  # (Q, N, C)
-    return out.transpose(1, 0, 2).reshape(*a.shape[:-1], out.shape[-1])
+def by_frequency(spectra):
+    """(N, L, L', K) -> (L*L', N, K), a view: one (N, K) matrix per frequency, for batched products."""
+    return spectra.reshape(spectra.shape[0], -1, spectra.shape[-1]).transpose(1, 0, 2)
+
+
+def by_image(products, shape):
+    """by_frequency's inverse: (L*L', N, K) -> shape (N, L, L', K)."""
+    return products.transpose(1, 0, 2).reshape(shape)
 
 
 class Local2d:
