@@ -259,8 +259,9 @@ def test_backends_agree(xp):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
     y = np.array([1, 2, 3, 4])
-    for arch in models.ARCHS:
-        ref, model = models.build(arch, 2, image_size=8), models.build(arch, 2, image_size=8)
+    for arch, k in [(arch, 3) for arch in models.ARCHS] + [('resnet18', 9)]:  # k 9: FFTConv2d (cupyx.scipy.fft)
+        ref, model = (models.build(arch, 2, image_size=8, kernel_size=k) for _ in range(2))
+        assert k == 3 or any(isinstance(layer, models.FFTConv2d) for layer in models.leaves(model.layers))
         models.to_device(model, xp)
         loss_ref, d_ref = models.softmax_cross_entropy(ref.forward(x), y)
         loss, d = models.softmax_cross_entropy(model.forward(xp.asarray(x)), xp.asarray(y))
