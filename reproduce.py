@@ -526,11 +526,14 @@ def accuracy(summary):
     return 100 * (selected if selected is not None else summary['final_test_acc'])
 
 
-def paired_difference(a, b):
-    """a - b in accuracy points over the seeds both cells have: (mean, 95% t-interval half-width
-    or None for one pair, pairs), or None without a common seed."""
+def paired_difference(a, b, key=None, scale=100):
+    """a - b in accuracy points (or, given a summary key, in that figure times scale) over the
+    seeds both cells have where it is defined: (mean, 95% t-interval half-width or None for one
+    pair, pairs), or None without a common seed."""
     from scipy import stats
-    by_seed = lambda selected: {config['seed']: accuracy(summary) for config, summary, _ in selected}  # noqa: E731
+    value = (lambda s: accuracy(s)) if key is None else (lambda s: None if s.get(key) is None else scale * s[key])  # noqa: E731
+    by_seed = lambda selected: {config['seed']: value(summary) for config, summary, _ in selected  # noqa: E731
+                                if value(summary) is not None}
     a, b = by_seed(a), by_seed(b)
     diffs = [a[seed] - b[seed] for seed in sorted(set(a) & set(b))]
     if not diffs:
@@ -539,14 +542,14 @@ def paired_difference(a, b):
     return float(np.mean(diffs)), half, len(diffs)
 
 
-def difference_text(diff):
+def difference_text(diff, digits=2):
     if diff is None:
         return '—'
     mean, half, pairs = diff
     if half is None:
-        return f'{mean:+.2f} (1 pair: no interval)'
+        return f'{mean:+.{digits}f} (1 pair: no interval)'
     verdict = '' if abs(mean) > half else ', not established'
-    return f'{mean:+.2f} ± {half:.2f} ({pairs} pairs{verdict})'
+    return f'{mean:+.{digits}f} ± {half:.{digits}f} ({pairs} pairs{verdict})'
 
 
 def train_text(selected):
@@ -592,6 +595,7 @@ def report(experiment, folder, out_dir=None):
     runs = read_runs(experiment, folder)
     if not runs:
         raise SystemExit(f'error: no finished runs under {folder}; start them with: python reproduce.py run {experiment}')
+    os.makedirs(out_dir, exist_ok=True)  # the figures are drawn before the table is written
     cells = select(experiment, runs)
     counts = {}  # runs per cell, all seeds
     for config, _, _ in runs:
@@ -710,6 +714,12 @@ def report(experiment, folder, out_dir=None):
                 lines.append(f'| {data} | {name} | {cell_text(selected, counts.get((data, name), 0))} | {train_text(selected)} '
                              f'| {f"{100 * share:.2f}%" if selected else "—"} | {locality_text(selected) if selected else "—"} '
                              f'| {f"{np.mean(ipr):.3f}" if ipr else "—"} | {f"{np.mean(seconds) / 60:.1f}" if seconds else "—"} |')
+        lines += ['', 'NLGP g 3 minus its Gaussian twin (the same covariance), paired by seed, mean and 95% t-interval:']
+        for name in LOCALITY_METHODS:
+            nlgp, twin = cells.get(('NLGP g 3', name), []), cells.get(('Gaussian twin of g 3', name), [])
+            lines.append(f'- {name}: locality {difference_text(paired_difference(nlgp, twin, "locality_score", 1))}, '
+                         f'inverse participation ratio {difference_text(paired_difference(nlgp, twin, "inverse_participation_ratio", 1), 3)}, '
+                         f'test accuracy {difference_text(paired_difference(nlgp, twin))}')
         locality_png(cells, out_dir)
         lines += ['', 'Locality: the share of a first-layer unit\'s weight mass inside its best 9x9 window (dense random '
                   '~0.1, S-LOCAL 1.0); inverse participation ratio: sum w^4 / (sum w^2)^2 of a unit\'s weights (dense random '

@@ -373,4 +373,6 @@ def test_locality_report_sets_methods_side_by_side(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith('| Gaussian twin of g 3 | beta-LASSO |'))
     assert '| 0.10 | 0.001 |' in row
     assert '| NLGP g 0.3 | SGD | — |' in text  # a planned cell with no run
+    assert '- beta-LASSO: locality +0.70 ± 0.00 (2 pairs), inverse participation ratio +0.049 ± 0.000 (2 pairs)' in text
+    assert '- SGD: locality +0.00 ± 0.00 (2 pairs, not established)' in text
     assert not (folder / 'locality.png').exists()  # no checkpoints: no picture drawn
