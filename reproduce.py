@@ -724,8 +724,8 @@ def report(experiment, folder, out_dir=None):
         lines += ['', 'Locality: the share of a first-layer unit\'s weight mass inside its best 9x9 window (dense random '
                   '~0.1, S-LOCAL 1.0); inverse participation ratio: sum w^4 / (sum w^2)^2 of a unit\'s weights (dense random '
                   '~0.001, one weight 1); both over units with 20 or more weights, mean over seeds. IMP\'s minutes are its '
-                  '4 trainings\'. locality.png: receptive fields of seed 0\'s first layer, one row of units per data set '
-                  'and method.']
+                  '4 trainings\'. locality.png: seed 0\'s first layer, 4 units per data set and method (of those with 20 '
+                  'or more weights, the fewest, the most and two between; red positive, blue negative).']
     else:
         lines += ['| cell | selected run | test acc. | layer-1 non-zeros | locality |', '|---|---|---|---|---|']
         for cell, selected in cells.items():
@@ -817,7 +817,8 @@ def fig5_png(cells, out_dir):
 
 def locality_png(cells, out_dir):
     """locality.png: for each data set (rows) and method (columns), 4 first-layer units of the
-    seed-0 run, those with the largest weight norms, each its weights summed over the 3 channels.
+    seed-0 run, each its weights summed over the 3 channels: among the units with 20 or more
+    weights (those the locality score counts), the fewest, the most and two between.
     Drawn from the runs' checkpoints; where none is kept (results/ holds no weights) an existing
     picture is left as it is."""
     panels = {}
@@ -831,7 +832,10 @@ def locality_png(cells, out_dir):
                 with np.load(path) as checkpoint:
                     W = checkpoint['param/1.W']  # (3 * 32 * 32, units), inputs as (C, H, W)
                 maps = W.T.reshape(-1, 3, 32, 32).sum(axis=1)
-                panels[i, j] = maps[np.argsort(-np.linalg.norm(W, axis=0))[:4]]
+                counts = np.count_nonzero(W, axis=0)
+                units = np.flatnonzero(counts >= 20) if np.sum(counts >= 20) >= 4 else np.arange(len(counts))
+                units = units[np.argsort(counts[units], kind='stable')]  # fewest weights first
+                panels[i, j] = maps[units[np.linspace(0, len(units) - 1, 4).round().astype(int)]]
     if not panels:
         return
     import matplotlib.pyplot as plt
