@@ -73,6 +73,16 @@ def locality_score(maps, window=9, min_nonzero=20):
     return float(np.mean(windows.reshape(len(mass), -1).max(1) / mass.sum(axis=(1, 2))))
 
 
+def shuffled_locality(maps, seed=0):
+    """The locality score of the same units with each unit's weights moved to random positions:
+    what sparsity alone scores, without any arrangement (about 0.29 for units of 25 weights on
+    32x32x3, 0.20 for 70; a dense layer 0.1)."""
+    rng = np.random.default_rng(seed)
+    flat = maps.reshape(len(maps), -1)
+    shuffled = np.stack([row[rng.permutation(row.size)] for row in flat])
+    return locality_score(shuffled.reshape(maps.shape))
+
+
 def inverse_participation_ratio(maps, min_nonzero=20):
     """Mean, over units with at least min_nonzero weights, of sum(w^4) / sum(w^2)^2 over a unit's
     incoming weights (Ingrosso & Goldt's measure of a localised receptive field): 1/m for m equal
@@ -225,6 +235,7 @@ def summarize(args, model, metrics, num_train):
         layers=layers, nonzero_total=final['nonzero']['total'], weights_total=sum(sizes.values()),
         reference_sizes=reference_sizes(args.alpha),
         locality_score=None if conv_first else locality_score(maps),
+        shuffled_locality=None if conv_first else shuffled_locality(maps, args.seed),
         inverse_participation_ratio=None if conv_first else inverse_participation_ratio(maps),
         description_length_bits=bits, mdl_gap_bound=mdl_gap_bound(bits, n, num_train),
         seconds=sum(m['seconds'] for m in metrics))

@@ -542,6 +542,13 @@ def paired_difference(a, b, key=None, scale=100):
     return float(np.mean(diffs)), half, len(diffs)
 
 
+def paired_excess(a, b):
+    """paired_difference of locality minus shuffled locality: the arrangement, net of sparsity."""
+    excess = lambda selected: [(c, dict(s, excess=None if s.get('shuffled_locality') is None or s.get('locality_score') is None  # noqa: E731
+                                        else s['locality_score'] - s['shuffled_locality']), d) for c, s, d in selected]
+    return paired_difference(excess(a), excess(b), 'excess', 1)
+
+
 def difference_text(diff, digits=2):
     if diff is None:
         return '—'
@@ -702,28 +709,32 @@ def report(experiment, folder, out_dir=None):
                              f'the paper {paper:+.2f}), beta-LASSO closes {100 * (mean(lasso) - mean(sgd)) / gap:.0f}% '
                              f'(the paper: {100 * paper_closed:.0f}%), from the means over seeds.')
     elif experiment == 'locality':
-        lines += ['| data | method | test acc. | train acc. | layer-1 weights kept | locality | inverse participation '
-                  'ratio | training minutes |', '|---' * 8 + '|']
+        lines += ['| data | method | test acc. | train acc. | layer-1 weights kept | locality | the same weights shuffled '
+                  '| inverse participation ratio | training minutes (median) |', '|---' * 9 + '|']
         for data in LOCALITY_DATA:
             for name in LOCALITY_METHODS:
                 selected = cells.get((data, name), [])
                 values = lambda key: [s[key] for _, s, _ in selected if s.get(key) is not None]  # noqa: E731
                 first = [next(iter(layers.values())) for layers in values('layers')]  # layer 1
                 share = first and np.mean([layer['nonzero'] / layer['size'] for layer in first])
-                ipr, seconds = values('inverse_participation_ratio'), values('seconds')
+                ipr, seconds, shuffled = values('inverse_participation_ratio'), values('seconds'), values('shuffled_locality')
                 lines.append(f'| {data} | {name} | {cell_text(selected, counts.get((data, name), 0))} | {train_text(selected)} '
                              f'| {f"{100 * share:.2f}%" if selected else "—"} | {locality_text(selected) if selected else "—"} '
-                             f'| {f"{np.mean(ipr):.3f}" if ipr else "—"} | {f"{np.mean(seconds) / 60:.1f}" if seconds else "—"} |')
+                             f'| {f"{np.mean(shuffled):.2f}" if shuffled else "—"} | {f"{np.mean(ipr):.3f}" if ipr else "—"} '
+                             f'| {f"{np.median(seconds) / 60:.1f}" if seconds else "—"} |')
         lines += ['', 'NLGP g 3 minus its Gaussian twin (the same covariance), paired by seed, mean and 95% t-interval:']
         for name in LOCALITY_METHODS:
             nlgp, twin = cells.get(('NLGP g 3', name), []), cells.get(('Gaussian twin of g 3', name), [])
-            lines.append(f'- {name}: locality {difference_text(paired_difference(nlgp, twin, "locality_score", 1))}, '
+            lines.append(f'- {name}: locality {difference_text(paired_difference(nlgp, twin, "locality_score", 1))} '
+                         f'(its excess over the shuffled weights\' {difference_text(paired_excess(nlgp, twin))}), '
                          f'inverse participation ratio {difference_text(paired_difference(nlgp, twin, "inverse_participation_ratio", 1), 3)}, '
                          f'test accuracy {difference_text(paired_difference(nlgp, twin))}')
         locality_png(cells, out_dir)
         lines += ['', 'Locality: the share of a first-layer unit\'s weight mass inside its best 9x9 window (dense random '
                   '~0.1, S-LOCAL 1.0); inverse participation ratio: sum w^4 / (sum w^2)^2 of a unit\'s weights (dense random '
-                  '~0.001, one weight 1); both over units with 20 or more weights, mean over seeds. IMP\'s minutes are its '
+                  '~0.001, one weight 1); both over units with 20 or more weights, mean over seeds. Shuffled: the locality of '
+                  'the same units with each unit\'s weights moved to random positions, what sparsity alone scores '
+                  '(report.shuffled_locality). Training minutes: the median over seeds; IMP\'s are its '
                   '4 trainings\'. locality.png: seed 0\'s first layer, 4 units per data set and method (of those with 20 '
                   'or more weights, the fewest, the most and two between; red positive, blue negative).']
     else:

@@ -33,6 +33,17 @@ def test_locality_counts_only_units_with_enough_weights():
     assert report.locality_score(np.ones((4, 3, 9, 9))) is None  # conv kernels: local by construction
 
 
+def test_shuffled_locality_is_what_sparsity_alone_scores():
+    maps = np.zeros((300, 3, 32, 32))
+    maps[:, :, 10:13, 10:13] = 1  # 27 weights, all in one 3x3 patch: local
+    assert report.locality_score(maps) == pytest.approx(1.0)
+    shuffled = report.shuffled_locality(maps)
+    assert 0.2 < shuffled < 0.4  # 27 weights at random on 32x32x3: the best 9x9 window holds a few
+    assert report.shuffled_locality(maps, seed=1) == pytest.approx(shuffled, abs=0.03)
+    dense = np.random.default_rng(0).standard_normal((100, 3, 32, 32))
+    assert report.shuffled_locality(dense) == pytest.approx(report.locality_score(dense), abs=0.01)
+
+
 def test_inverse_participation_ratio_by_hand():
     maps = np.zeros((3, 3, 32, 32))
     maps[0, 0, :5, :5] = 2.0  # 25 equal weights: 1/25

@@ -364,15 +364,17 @@ def test_locality_report_sets_methods_side_by_side(tmp_path):
                 local = name != 'SGD' and data_label == 'NLGP g 3'
                 summary = dict(best_val_acc=0.9, selected_test_acc=0.9 + 0.01 * seed, final_test_acc=0.9, train_acc=1.0,
                                layers={'1.W': dict(nonzero=10, size=1000)}, seconds=120.0 * (1 + seed),
-                               locality_score=0.8 if local else 0.1, inverse_participation_ratio=0.05 if local else 0.001)
+                               locality_score=0.8 if local else 0.1, inverse_participation_ratio=0.05 if local else 0.001,
+                               shuffled_locality=0.3 if name != 'SGD' else 0.1)
                 (run_dir / 'config.json').write_text(json.dumps(config))
                 (run_dir / 'summary.json').write_text(json.dumps(summary))
     text = reproduce.report('locality', str(folder))
     row = next(line for line in text.splitlines() if line.startswith('| NLGP g 3 | IMP |'))
-    assert row == '| NLGP g 3 | IMP | 90.50 ± 0.71 (2 runs, 2 seeds) | 100.0 | 1.00% | 0.80 | 0.050 | 3.0 |'
+    assert row == '| NLGP g 3 | IMP | 90.50 ± 0.71 (2 runs, 2 seeds) | 100.0 | 1.00% | 0.80 | 0.30 | 0.050 | 3.0 |'
     row = next(line for line in text.splitlines() if line.startswith('| Gaussian twin of g 3 | beta-LASSO |'))
-    assert '| 0.10 | 0.001 |' in row
+    assert '| 0.10 | 0.30 | 0.001 |' in row
     assert '| NLGP g 0.3 | SGD | — |' in text  # a planned cell with no run
-    assert '- beta-LASSO: locality +0.70 ± 0.00 (2 pairs), inverse participation ratio +0.049 ± 0.000 (2 pairs)' in text
+    assert ('- beta-LASSO: locality +0.70 ± 0.00 (2 pairs) (its excess over the shuffled weights\' +0.70 ± 0.00 (2 pairs)), '
+            'inverse participation ratio +0.049 ± 0.000 (2 pairs)') in text
     assert '- SGD: locality +0.00 ± 0.00 (2 pairs, not established)' in text
     assert not (folder / 'locality.png').exists()  # no checkpoints: no picture drawn
