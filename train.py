@@ -250,9 +250,8 @@ def load_data(args, xp):
     """3. The splits as Loaders that move images to the device, where augmentation runs:
     {'train', 'val' (None without --val-size), 'test'}."""
     try:
-        x_train, y_train, x_test, y_test = data.load(  # runs written before NLGP have no nlgp_ keys
-            args.dataset, args.data_dir, extra=args.svhn_extra,
-            xi=tuple(vars(args).get('nlgp_xi', data.NLGP_XI)), gain=vars(args).get('nlgp_gain', data.NLGP_GAIN))
+        x_train, y_train, x_test, y_test = data.load(args.dataset, args.data_dir, extra=args.svhn_extra,
+                                                     xi=tuple(args.nlgp_xi), gain=args.nlgp_gain)
         x_train, y_train, x_val, y_val = data.split_validation(x_train, y_train, args.val_size, args.seed)
         if args.train_size is not None:
             keep = data.balanced_subset(y_train, args.train_size, args.seed)
