@@ -231,8 +231,8 @@ def nlgp_fields(n, xi, gain, gaussian=False, rng=None, size=32):
 
 def nlgp_images(n, xi=NLGP_XI, gain=NLGP_GAIN, gaussian=False, seed=0, size=32):
     """(x, y): n uint8 images (n, size, size, 3), half of each class (label i: correlation length
-    xi[i]) in a seeded order, each a field in grey: 128 + 32 * value, so 8 levels per unit of
-    standard deviation and +-4 standard deviations before clipping."""
+    xi[i]) in a seeded order, each a field in grey: 128 + 32 * value, so 32 grey levels per
+    standard deviation, clipped to 0..255 (about +-4 standard deviations)."""
     rng = np.random.default_rng([seed, 0x4E4C4750])
     y = rng.permutation(np.arange(n) % len(xi))
     fields = np.empty((n, size, size))

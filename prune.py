@@ -47,7 +47,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(
         usage='python prune.py [--rounds R] [--fraction F] [--first-layer-only] --out DIR -- TRAIN.PY FLAGS',
         description='Iterative magnitude pruning: rounds of train.py runs with a held mask. The train.py flags of '
-                    'every round follow "--", e.g. -- --dataset nlgp --arch s_fc --alpha 2 --epochs 20.',
+                    'every round follow "--", e.g. -- --dataset nlgp --arch s_fc --alpha 2 --epochs 30.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--rounds', type=int, default=4, help='rounds in all, the dense one included')
     p.add_argument('--fraction', type=float, default=0.5, help='share of the surviving weights pruned after each round')

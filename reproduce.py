@@ -610,7 +610,7 @@ def report(experiment, folder, out_dir=None):
         counts[cell] = counts.get(cell, 0) + 1
     shown = os.path.relpath(folder, ROOT) if os.path.abspath(folder).startswith(ROOT + os.sep) else folder
     lines = [f'{experiment}: {len(runs)} finished runs in {shown}.', '',
-             'Test accuracy (%) of the run with the best validation accuracy in each cell, at its best '
+             'Test accuracy (%) of the run with the best validation accuracy in each cell and seed, at its best '
              'validation epoch (the last epoch where a run had no validation split); mean ± std over '
              'seeds' + ('; the paper\'s figure in brackets.' if experiment in ('table1', 'table2', 'fig5') else '.'), '']
     if experiment == 'table1':
@@ -718,9 +718,11 @@ def report(experiment, folder, out_dir=None):
                 first = [next(iter(layers.values())) for layers in values('layers')]  # layer 1
                 share = first and np.mean([layer['nonzero'] / layer['size'] for layer in first])
                 ipr, seconds, shuffled = values('inverse_participation_ratio'), values('seconds'), values('shuffled_locality')
+                of = lambda found: '' if len(found) == len(selected) else f' ({len(found)} of {len(selected)} seeds)'  # noqa: E731
                 lines.append(f'| {data} | {name} | {cell_text(selected, counts.get((data, name), 0))} | {train_text(selected)} '
                              f'| {f"{100 * share:.2f}%" if selected else "—"} | {locality_text(selected) if selected else "—"} '
-                             f'| {f"{np.mean(shuffled):.2f}" if shuffled else "—"} | {f"{np.mean(ipr):.3f}" if ipr else "—"} '
+                             f'| {f"{np.mean(shuffled):.2f}{of(shuffled)}" if shuffled else "—"} '
+                             f'| {f"{np.mean(ipr):.3f}{of(ipr)}" if ipr else "—"} '
                              f'| {f"{np.median(seconds) / 60:.1f}" if seconds else "—"} |')
         lines += ['', 'NLGP g 3 minus its Gaussian twin (the same covariance), paired by seed, mean and 95% t-interval:']
         for name in LOCALITY_METHODS:

@@ -378,3 +378,7 @@ def test_locality_report_sets_methods_side_by_side(tmp_path):
             'inverse participation ratio +0.049 ± 0.000 (2 pairs)') in text
     assert '- SGD: locality +0.00 ± 0.00 (2 pairs, not established)' in text
     assert not (folder / 'locality.png').exists()  # no checkpoints: no picture drawn
+    one = next(folder.glob('s_fc-nlgp-a2-e20-g3-*imp*-s1')) / 'summary.json'
+    one.write_text(json.dumps({k: v for k, v in json.loads(one.read_text()).items() if k != 'shuffled_locality'}))
+    row = next(line for line in reproduce.report('locality', str(folder)).splitlines() if line.startswith('| NLGP g 3 | IMP |'))
+    assert '| 0.30 (1 of 2 seeds) |' in row  # a figure some seeds lack says so
