@@ -555,7 +555,7 @@ def difference_text(diff, digits=2):
     mean, half, pairs = diff
     if half is None:
         return f'{mean:+.{digits}f} (1 pair: no interval)'
-    verdict = '' if abs(mean) > half else ', not established'
+    verdict = '' if abs(mean) > half and round(abs(mean), digits) > 0 else ', not established'  # 0.00 is no difference
     return f'{mean:+.{digits}f} ± {half:.{digits}f} ({pairs} pairs{verdict})'
 
 
