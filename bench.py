@@ -94,8 +94,7 @@ def largest_layer(model, batch):
         if isinstance(layer, models.Linear):
             macs, s = layer.W.size, ((batch, layer.W.shape[0]), layer.W.shape)
         elif isinstance(layer, models.Conv2d):
-            n, h, w, c = layer.x_shape
-            p = models.conv_out_size(h, layer.k, layer.stride, layer.pad) * models.conv_out_size(w, layer.k, layer.stride, layer.pad)
+            p = models.layer_macs(layer) // layer.W.size  # output positions: each weight is used once at each
             macs, s = layer.W.size * p, ((p * batch, layer.W.shape[0]), layer.W.shape)
         elif isinstance(layer, models.Local2d):
             p, ckk, f = layer.W.shape
