@@ -95,25 +95,35 @@ def permutation(s):
             for arch, opt in (('s_fc', dict(beta=50)), ('s_conv', {})) for permute in (False, True)]
 
 
+# cpu-claim's epochs by training-set size (50000: all 45k images): more epochs on fewer images
+CPU_CLAIM_EPOCHS = {5000: 400, 10000: 300, 50000: 100}
+# the layer-1 lambda of cpu-claim's later seeds, per (images, alpha) with crop + flip: seed 0 ran the whole grid,
+# each later seed SGD and the lambda that validation had chosen on seed 0 when that seed started
+CPU_CLAIM_LATER_SEEDS = {(5000, 4): (1e-4, 2e-4), (5000, 8): (2e-4, 2e-4), (10000, 4): (1e-4, 1e-4),
+                         (10000, 8): (1e-4, 1e-4), (50000, 4): (2e-5, 2e-5)}
+
+
 def cpu_claim(s):
     """Where does beta-LASSO beat SGD on S-FC at CPU scale? Training-set size x alpha x {SGD;
     beta-LASSO, lr 1.0, layer-1 lambda in {1e-5, 2e-5, 5e-5, 1e-4, 2e-4} (5k images: and 5e-4), FC
     layers a tenth}, crop + flip. The lambda grid reaches far enough that validation's choice is
     inside it on the small sets. More epochs on fewer images (3,600 / 5,700 / 8,700 steps), so that
     SGD's train accuracy saturates on the small sets. Then the paper's augmentation (--augment faa)
-    at alpha 4 on 10k images and on the full set, with the lambdas around the one crop + flip chose."""
-    epochs = {5000: 400, 10000: 300, 50000: 100}
+    at alpha 4 on 10k images and on the full set, with the lambdas around the one crop + flip chose.
+    Seeds 1 and 2 of the crop + flip cells: SGD and one lambda each (CPU_CLAIM_LATER_SEEDS)."""
     blasso = lambda lam: dict(beta=50, lr=1.0, lam_conv=lam, lam_fc=lam / 10)  # noqa: E731
-    lams = {n: (1e-5, 2e-5, 5e-5, 1e-4, 2e-4) + ((5e-4,) if n == 5000 else ()) for n in epochs}
-    methods = {n: [{}] + [blasso(lam) for lam in lams[n]] for n in epochs}
+    lams = {n: (1e-5, 2e-5, 5e-5, 1e-4, 2e-4) + ((5e-4,) if n == 5000 else ()) for n in CPU_CLAIM_EPOCHS}
+    methods = {n: [{}] + [blasso(lam) for lam in lams[n]] for n in CPU_CLAIM_EPOCHS}
     faa_methods = {10000: [{}] + [blasso(lam) for lam in (2e-5, 5e-5, 1e-4, 2e-4)],
                    50000: [{}] + [blasso(lam) for lam in (1e-5, 2e-5, 5e-5)]}
     # on 5k images an epoch's training is a fifth of its evaluation and plotting: do those 40 times a run
-    run = lambda n, alpha, augment, method: dict(  # noqa: E731
-        arch='s_fc', dataset='cifar10', alpha=alpha, train_size=n if n < 45000 else None, epochs=epochs[n],
-        augment=augment, eval_every=epochs[n] // 40, save_every=epochs[n] // 40, **method)
+    run = lambda n, alpha, augment, method, seed=0: dict(  # noqa: E731
+        arch='s_fc', dataset='cifar10', alpha=alpha, train_size=n if n < 45000 else None, epochs=CPU_CLAIM_EPOCHS[n],
+        augment=augment, eval_every=CPU_CLAIM_EPOCHS[n] // 40, save_every=CPU_CLAIM_EPOCHS[n] // 40, **method, seed=seed)
+    later = [run(n, alpha, 'basic', method, seed) for (n, alpha), seed_lams in CPU_CLAIM_LATER_SEEDS.items()
+             for seed, lam in enumerate(seed_lams, 1) for method in ({}, blasso(lam))]
     return ([run(n, alpha, 'basic', method) for n in (5000, 10000, 50000) for alpha in (4, 8) for method in methods[n]] +
-            [run(n, 4, 'faa', method) for n in (10000, 50000) for method in faa_methods[n]])
+            [run(n, 4, 'faa', method) for n in (10000, 50000) for method in faa_methods[n]] + later)
 
 
 # table2-cpu: Table 2's rows where cpu-claim found beta-LASSO ahead (10k images, alpha 8, crop + flip); lambda is
@@ -136,6 +146,22 @@ def table2_cpu(s):
             for row, seeds in rows for seed in range(seeds)]
 
 
+# length-probe: cpu-claim's alpha 4 cell on all 45k images, where beta-LASSO trails SGD at 100 epochs, trained four
+# times as long (the paper trains 4000 epochs); lambda is the one cpu-claim's validation chose there
+LENGTH_PROBE_LAM = 2e-5
+
+
+def length_probe(s):
+    """Does beta-LASSO's deficit on all the data shrink with training length? S-FC at alpha 4 on all 45k
+    CIFAR-10 images, crop + flip, SGD and beta-LASSO, 400 epochs (cpu-claim's 100-epoch cell, four times
+    as long); one seed, a probe. Its runs sit in cpu-claim's folder, beside the 100-epoch ones."""
+    epochs = 4 * CPU_CLAIM_EPOCHS[50000]
+    base = dict(arch='s_fc', dataset='cifar10', alpha=4, train_size=None, epochs=epochs, augment='basic',
+                eval_every=epochs // 40, save_every=epochs // 40)
+    blasso = dict(beta=50, lr=1.0, lam_conv=LENGTH_PROBE_LAM, lam_fc=LENGTH_PROBE_LAM / 10)
+    return [dict(base, **method, seed=0) for method in ({}, blasso)]
+
+
 # locality: where a fully connected net's first layer turns local, on which data and by which method
 LOCALITY_DATA = {'NLGP g 0.3': dict(dataset='nlgp', nlgp_gain=0.3), 'NLGP g 3': dict(dataset='nlgp', nlgp_gain=3.0),
                  'Gaussian twin of g 3': dict(dataset='nlgp-gaussian', nlgp_gain=3.0),
@@ -156,8 +182,8 @@ def locality(s):
 
 
 EXPERIMENTS = {'table1': table1, 'table2': table2, 'fig2': fig2, 'fig5': fig5, 'permutation': permutation,
-               'cpu-claim': cpu_claim, 'table2-cpu': table2_cpu, 'locality': locality}
-FOLDERS = {'table2-cpu': 'cpu-claim'}  # experiments that share their runs with another's folder
+               'cpu-claim': cpu_claim, 'table2-cpu': table2_cpu, 'length-probe': length_probe, 'locality': locality}
+FOLDERS = {'table2-cpu': 'cpu-claim', 'length-probe': 'cpu-claim'}  # experiments that share their runs with another's folder
 
 
 def size_to_width(arch, size):
@@ -281,6 +307,11 @@ def run_name(run):
     return '-'.join(parts)
 
 
+def flag_value(value):
+    """A flag's value as train.py's command line spells it."""
+    return f'{value:g}' if isinstance(value, float) else str(value)
+
+
 def flags(run):
     """A run's dict as command-line flags."""
     out = []
@@ -289,7 +320,7 @@ def flags(run):
         if value is True:
             out.append(flag)
         elif value is not None and value is not False:
-            out += [flag, f'{value:g}' if isinstance(value, float) else str(value)]
+            out += [flag, flag_value(value)]
     return out
 
 
@@ -484,9 +515,12 @@ CELLS = {
     'fig2': lambda c: (c['arch'], c['dataset'], c.get('width') or c['alpha']),
     'fig5': lambda c: (c['dataset'], 'SGD' if c.get('beta') is None else 'beta-LASSO', c.get('kernel_size', 3)),
     'permutation': lambda c: (c['arch'], method(c), c['dataset'], bool(c.get('permute_pixels'))),
-    'cpu-claim': lambda c: None if c['arch'] != 's_fc' else (  # its folder also holds table2-cpu's other rows
+    # cpu-claim's folder also holds table2-cpu's other rows and length-probe's longer runs
+    'cpu-claim': lambda c: None if c['arch'] != 's_fc' or c['epochs'] != CPU_CLAIM_EPOCHS[c.get('train_size') or 50000] else (
         c.get('train_size') or 50000 - c.get('val_size', 0), c['alpha'], c.get('augment', 'faa'),
         'SGD' if c.get('beta') is None else 'beta-LASSO'),
+    'length-probe': lambda c: (c['epochs'], 'SGD' if c.get('beta') is None else 'beta-LASSO') if (
+        c['arch'], c.get('train_size'), c['alpha'], c.get('augment')) == ('s_fc', None, 4, 'basic') else None,
     'locality': lambda c: (next(label for label, data in LOCALITY_DATA.items() if all(c.get(k) == v for k, v in data.items())),
                            'IMP' if c.get('imp_rounds') else 'SGD' if c.get('beta') is None else 'beta-LASSO'),
     'table2-cpu': lambda c: (c['arch'], method(c)) if (c.get('train_size'), c['alpha'], c.get('augment'), c['epochs'])
@@ -708,6 +742,18 @@ def report(experiment, folder, out_dir=None):
                 lines.append(f'Of the gap from S-FC (SGD) to {target.upper().replace("_", "-")} ({gap:+.2f} points; '
                              f'the paper {paper:+.2f}), beta-LASSO closes {100 * (mean(lasso) - mean(sgd)) / gap:.0f}% '
                              f'(the paper: {100 * paper_closed:.0f}%), from the means over seeds.')
+    elif experiment == 'length-probe':
+        lines += ['| epochs | SGD | beta-LASSO | paired difference (95% CI) | train acc. SGD / beta-LASSO '
+                  '| layer-1 non-zeros (S-LOCAL\'s layer) | locality |', '|---' * 7 + '|']
+        for epochs in sorted({cell[0] for cell in cells}):
+            sgd, lasso = cells.get((epochs, 'SGD'), []), cells.get((epochs, 'beta-LASSO'), [])
+            lines.append(f'| {epochs} | {cell_text(sgd, counts.get((epochs, "SGD"), 0))} '
+                         f'| {cell_text(lasso, counts.get((epochs, "beta-LASSO"), 0))} '
+                         f'| {difference_text(paired_difference(lasso, sgd))} | {train_text(sgd)} / {train_text(lasso)} '
+                         f'| {first_layer_text(lasso, "S-LOCAL layer 1")} | {locality_text(lasso)} |')
+        lines += ['', f'S-FC, alpha 4, all 45k training images, crop + flip. The 100-epoch row is cpu-claim\'s cell (beta-LASSO\'s '
+                  f'lambda by validation per seed); the {4 * CPU_CLAIM_EPOCHS[50000]}-epoch row is one seed at lambda '
+                  f'{LENGTH_PROBE_LAM:g}, a probe.']
     elif experiment == 'locality':
         lines += ['| data | method | test acc. | train acc. | layer-1 weights kept | locality | the same weights shuffled '
                   '| inverse participation ratio | training minutes (median) |', '|---' * 9 + '|']
@@ -894,6 +940,8 @@ def main(argv=None):
     p.add_argument('--epochs', type=int, default=None, help='override every run\'s epochs')
     p.add_argument('--alpha', type=int, default=None, help='override every run\'s alpha')
     p.add_argument('--seeds', type=int, default=1, help='seeds 0..N-1 of every configuration')
+    p.add_argument('--only', action='append', default=[], metavar='FLAG=VALUE',
+                   help='run: only the grid\'s runs whose train.py FLAG has VALUE, e.g. --only seed=2 (repeatable)')
     p.add_argument('--data-dir', default=None, help='passed to train.py')
     p.add_argument('--runs-dir', default=None, help='where the grids\' run directories live (default: runs/)')
     p.add_argument('--into', default=None, metavar='FILE',
@@ -932,6 +980,11 @@ def main(argv=None):
         fail(f'--signal-delay {args.signal_delay} s must be shorter than --time {args.time} min')
     if args.dataset and args.dataset not in DATASET_COLUMNS:
         fail(f"unknown dataset {args.dataset!r}; choose one of {', '.join(DATASET_COLUMNS)}")
+    only = [item.partition('=')[::2] for item in args.only]
+    for (key, value), item in zip(only, args.only):
+        if key.lstrip('-').replace('-', '_') not in dict(NAME_PARTS) or not value:
+            fail(f"--only {item}: expected FLAG=VALUE with FLAG one of {', '.join(k.replace('_', '-') for k, _ in NAME_PARTS)}")
+    only = [(key.lstrip('-').replace('-', '_'), value) for key, value in only]
 
     if args.action == 'report':
         text = report(args.experiment, folder)
@@ -942,6 +995,7 @@ def main(argv=None):
             print(f'and into {args.into}')
         return 0
     runs = grid(args.experiment, args.scale, args.dataset, args.epochs, args.alpha, args.seeds)
+    runs = [run for run in runs if all(flag_value(run.get(key)) == value for key, value in only)]
     todo = [(os.path.join(folder, run_name(run)), run) for run in runs]
     done = [run_dir for run_dir, _ in todo if is_done(run_dir)]
     todo = [(run_dir, run) for run_dir, run in todo if not is_done(run_dir)]

@@ -81,6 +81,21 @@ def test_dry_run_lists_commands_and_their_count(capsys):
     assert e.value.code == 2 and "invalid choice: 'table9'" in capsys.readouterr().err
 
 
+def test_only_runs_a_slice_of_the_grid(tmp_path, capsys):
+    """--only FLAG=VALUE keeps the runs whose flag has that value, as train.py's command line spells it."""
+    reproduce.main(['run', 'cpu-claim', '--dry-run', '--runs-dir', str(tmp_path), '--only', 'seed=2'])
+    out = capsys.readouterr().out.splitlines()
+    commands = [line for line in out if line.startswith('python train.py')]
+    assert len(commands) == 10 and all(line.split('--seed ')[1].startswith('2 ') for line in commands)
+    reproduce.main(['run', 'cpu-claim', '--dry-run', '--runs-dir', str(tmp_path), '--only', 'seed=2', '--only', 'lam-conv=0.0002'])
+    commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith('python train.py')]
+    assert len(commands) == 2 and all('--lam-conv 0.0002 ' in line for line in commands)
+    for bad in ('seed', 'sed=2', 'seed='):
+        with pytest.raises(SystemExit) as e:
+            reproduce.main(['run', 'cpu-claim', '--dry-run', '--only', bad])
+        assert e.value.code == 2 and f'--only {bad}: expected FLAG=VALUE' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('run', [
     dict(arch='s_conv', alpha=5, dataset='cifar10', epochs=3, val_size=5000),
     dict(arch='d_local', alpha=3, dataset='cifar100', epochs=2, train_size=1000, beta=50),
@@ -244,6 +259,27 @@ def test_cpu_claim_report_gives_the_difference_per_cell(tmp_path, monkeypatch):
     assert '| 58.00 (1 runs, 1 seed) | 57.00 (1 runs, 1 seed) | -1.00 (1 pair: no interval) |' in row
     assert row.endswith('| 5e-05 |')
     assert (folder / 'gap.png').exists()
+
+
+def test_length_probe_sets_the_longer_runs_beside_cpu_claims_cell(tmp_path):
+    """The 400-epoch runs share cpu-claim's folder: they are rows of length-probe and never compete in
+    cpu-claim's selection, where they would win on validation."""
+    folder = tmp_path / 'cpu-claim'
+    base = dict(arch='s_fc', dataset='cifar10', alpha=4, train_size=None, augment='basic')
+    lasso = dict(beta=50, lr=1.0, lam_conv=2e-5, lam_fc=2e-6)
+    for seed in (0, 1):
+        fake_run(folder, dict(base, epochs=100), 0.60, 0.64 + 0.01 * seed, seed)
+        fake_run(folder, dict(base, epochs=100, **lasso), 0.60, 0.63 + 0.01 * seed, seed)
+    fake_run(folder, dict(base, epochs=400), 0.70, 0.66)
+    fake_run(folder, dict(base, epochs=400, **lasso), 0.71, 0.67)
+    fake_run(folder, dict(base, epochs=400, augment='faa'), 0.9, 0.9)  # another augmentation: not a row
+    text = reproduce.report('length-probe', str(folder))
+    assert '| 100 | 64.50 ± 0.71 (2 runs, 2 seeds) | 63.50 ± 0.71 (2 runs, 2 seeds) | -1.00 ± 0.00 (2 pairs) |' in text
+    assert '| 400 | 66.00 (1 runs, 1 seed) | 67.00 (1 runs, 1 seed) | +1.00 (1 pair: no interval) |' in text
+    assert (folder / 'report-length-probe.md').read_text() == text
+    row = next(line for line in reproduce.report('cpu-claim', str(folder)).splitlines()
+               if line.startswith('| 45,000 | 4 | crop + flip |'))
+    assert '| 64.50 ± 0.71 (2 runs, 2 seeds) | 63.50 ± 0.71 (2 runs, 2 seeds) |' in row
 
 
 def test_paired_differences_and_their_interval(tmp_path):
