@@ -377,7 +377,10 @@ def test_the_local_launcher_skips_a_run_another_process_writes(tiny_experiment, 
 
 def test_locality_grid_runs_imp_through_prune_py():
     runs = reproduce.grid('locality', 'cpu')
-    assert len(runs) == 36 and [r['seed'] for r in runs[:12]] == [0] * 12  # one whole seed first
+    assert len(runs) == 50 and [r['seed'] for r in runs[:12]] == [0] * 12  # one whole seed first
+    extra = runs[36:]  # then beta-LASSO alone on NLGP g 3 and its twin, seeds 3-9
+    assert sorted({r['seed'] for r in extra}) == list(range(3, 10)) and all(r['beta'] == 50 for r in extra)
+    assert sorted({r['dataset'] for r in extra}) == ['nlgp', 'nlgp-gaussian'] and {r['nlgp_gain'] for r in extra} == {3.0}
     imp = [r for r in runs if 'imp_rounds' in r]
     assert len(imp) == 12
     command = reproduce.train_command(imp[0], 'runs/x', 'data')
