@@ -273,6 +273,35 @@ def test_permutation_same_for_train_and_test():
     test = make_loader(False, permutation=perm)
     idx = np.arange(16)
     assert np.array_equal(train.batch(idx, np.random.default_rng(0))[0], test.batch(idx)[0])
+    plain = make_loader(False).batch(idx)[0]  # and the pixels did move, the same way as permute_pixels moves them
+    assert np.array_equal(test.batch(idx)[0], data.permute_pixels(plain, perm))
+    assert np.array_equal(next(test.epoch(0))[0], data.permute_pixels(plain, perm))
+
+
+def test_a_training_loader_with_nothing_switched_on_gives_the_normalised_images():
+    """No crop, no flip, Cutout and permutation left at their defaults: each batch is its images,
+    normalised, untouched (a default that switched Cutout on would zero a square)."""
+    x, y = images(50), np.arange(50) % 10
+    loader = data.Loader(x, y, 16, np, mean=[100, 110, 120], std=[50, 60, 70], train=True, seed=2, crop=False, flip=False)
+    order = np.random.default_rng([2, 0]).permutation(50)
+    for step, (batch, labels) in enumerate(loader.epoch(0)):
+        idx = order[step * 16:(step + 1) * 16]
+        want = (x[idx].transpose(0, 3, 1, 2) - np.array([100, 110, 120])[:, None, None]) / np.array([50, 60, 70])[:, None, None]
+        assert np.allclose(batch, want, atol=1e-5) and np.array_equal(labels, y[idx])
+
+
+def test_an_epoch_resumed_at_its_end_has_no_batches():
+    """A run interrupted after an epoch's last step resumes at step len(loader): nothing is left."""
+    for loader in (make_loader(True), make_loader(True, crop=False, flip=False), make_loader(False)):
+        assert list(loader.epoch(3, start=len(loader))) == []
+        assert len(list(loader.epoch(3, start=len(loader) - 1))) == 1
+
+
+def test_cutout_centres_cover_the_whole_image():
+    """The centre of Cutout's square is uniform over the pixels: rows and columns 0..H-1 and
+    0..W-1, borders included, never outside."""
+    cy, cx = data.cutout_draws(20000, 24, 32, np.random.default_rng(1))
+    assert set(cy.tolist()) == set(range(24)) and set(cx.tolist()) == set(range(32))
 
 
 def test_loader_on_cupy_equals_numpy(xp):
@@ -288,14 +317,17 @@ def test_loader_on_cupy_equals_numpy(xp):
         assert np.allclose(xp.asnumpy(b), a, atol=1e-6) and np.array_equal(xp.asnumpy(lb), la)
 
 
-def test_crops_and_flips_vary_and_cover_their_range():
+@pytest.mark.parametrize('crop, flip', [(True, True), (True, False), (False, True)])
+def test_crops_and_flips_vary_and_cover_their_range(crop, flip):
     """Through the Loader, as training sees them: a marker pixel at (10, 5) lands at row
     14 - dy and, unflipped, column 9 - dx, flipped 22 + dx. Over two epochs every offset 0..8
     appears in both directions, about half the images are flipped, and the draws differ from
-    batch to batch and from epoch to epoch."""
+    batch to batch and from epoch to epoch; with the crop off, every offset is 4 (no shift),
+    with the flip off, nothing is flipped."""
     images = np.zeros((1000, 32, 32, 3), np.uint8)
     images[:, 10, 5, 0] = 255
-    loader = data.Loader(images, np.zeros(1000, np.int64), 250, np, np.zeros(3), np.ones(3), train=True, seed=3)
+    loader = data.Loader(images, np.zeros(1000, np.int64), 250, np, np.zeros(3), np.ones(3), train=True, seed=3,
+                         crop=crop, flip=flip)
     draws = {}
     for epoch in (0, 1):
         for step, (x, _) in enumerate(loader.epoch(epoch)):
@@ -304,8 +336,9 @@ def test_crops_and_flips_vary_and_cover_their_range():
             flipped = col >= 16
             draws[epoch, step] = (14 - row, np.where(flipped, col - 22, 9 - col), flipped)
     dy, dx, flipped = (np.concatenate([d[i] for d in draws.values()]) for i in range(3))
-    assert set(dy.tolist()) == set(range(9)) and set(dx.tolist()) == set(range(9)), (set(dy.tolist()), set(dx.tolist()))
-    assert 0.45 < flipped.mean() < 0.55
+    offsets = set(range(9)) if crop else {4}
+    assert set(dy.tolist()) == offsets and set(dx.tolist()) == offsets, (set(dy.tolist()), set(dx.tolist()))
+    assert 0.45 < flipped.mean() < 0.55 if flip else not flipped.any()
     for other in ((0, 1), (1, 0)):
         assert not all(np.array_equal(a, b) for a, b in zip(draws[0, 0], draws[other])), other
 

@@ -465,6 +465,8 @@ def test_the_learning_rate_follows_the_cosine_at_every_step_and_after_a_resume(t
     expected = [0.2 * (1 + math.cos(math.pi * step / 15)) for step in range(15)]
     assert seen == pytest.approx(expected, rel=1e-12)  # 0.4 at the start, 0.2 halfway, near 0 at the end
     assert seen[0] == pytest.approx(0.4) and seen[7] == pytest.approx(0.2 * (1 + math.cos(7 * math.pi / 15)))
+    recorded = [line['lr'] for line in read_metrics(tmp_path / 'whole')]  # metrics.jsonl: the lr at each epoch's end
+    assert recorded == pytest.approx([0.2 * (1 + math.cos(math.pi * 5 * epoch / 15)) for epoch in (1, 2, 3)], abs=1e-12)
     seen.clear()
     interrupt_at(monkeypatch, 'blasso_step', 7)  # wraps the recording step above
     assert run(tiny_dir, tmp_path / 'split', *flags) == 130
@@ -496,3 +498,27 @@ def test_evaluation_uses_the_running_statistics(tiny_dir):
     assert loss == pytest.approx(loss_with(False), rel=1e-6) and abs(loss - loss_with(True)) > 1e-3
     after = [layer.running_mean for layer in models.leaves(model.layers) if isinstance(layer, models.BatchNorm)]
     assert not np.allclose(before[0], after[0])  # the train-mode pass above moved them: evaluate did not
+
+
+@pytest.mark.parametrize('start', [0, 13])
+def test_an_epochs_loss_and_accuracy_are_summed_over_its_batches(tiny_dir, tmp_path, start):
+    """train_epoch's sums, read from the device every SYNC_EVERY steps and at the end: with a
+    learning rate of 0 the weights stay as they are, so each batch's loss and correct count can be
+    computed again afterwards. 25 steps an epoch: reads at steps 10, 20 and 25; resumed at step 13,
+    the sums carried in the progress continue."""
+    args = train.parse_args(['--data-dir', tiny_dir, '--out', str(tmp_path), '--quiet', '--arch', 's_fc', '--alpha', '1',
+                             '--batch-size', '8', '--epochs', '2'])
+    args.lr = 0.0
+    batches = train.load_data(args, np)
+    model, groups = train.build_model(args, np, batches)
+    assert len(batches['train']) == 25 and train.SYNC_EVERY == 10
+    carried = dict(loss_sum=7.5, correct=3, seen=start * 8) if start else dict(loss_sum=0.0, correct=0, seen=0)
+    progress = dict(epoch=1, step=start, seconds=0.0, **carried)
+    assert train.train_epoch(args, model, batches, groups, {}, progress, 1, [])
+    loss_sum, correct = carried['loss_sum'], carried['correct']
+    for x, y in batches['train'].epoch(1, start):
+        logits = model.forward(x, train=True)
+        loss_sum += float(models.softmax_cross_entropy(logits, y)[0]) * len(y)
+        correct += int((logits.argmax(axis=1) == y).sum())
+    assert progress['step'] == 25 and progress['seen'] == 200
+    assert progress['loss_sum'] == pytest.approx(loss_sum, rel=1e-6) and progress['correct'] == correct
