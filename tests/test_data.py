@@ -290,6 +290,27 @@ def test_a_training_loader_with_nothing_switched_on_gives_the_normalised_images(
         assert np.allclose(batch, want, atol=1e-5) and np.array_equal(labels, y[idx])
 
 
+def test_an_evaluation_loader_keeps_every_image_once():
+    """Evaluation batches cover the split in order, the last one partial, and no empty batch
+    follows when the split is a whole number of batches."""
+    for n in (48, 50):
+        x, y = images(n), np.arange(n) % 10
+        loader = data.Loader(x, y, 16, np, mean=[0, 0, 0], std=[1, 1, 1], train=False)
+        sizes = [len(labels) for _, labels in loader.epoch(0)]
+        assert len(loader) == len(sizes) and sizes == [16] * (n // 16) + ([n % 16] if n % 16 else [])
+
+
+def test_a_training_loader_cuts_one_square_out_of_every_image():
+    """With Cutout on (and nothing else), every image of every batch has a zeroed square (the
+    mean, after normalising) of at most size x size pixels, on every channel."""
+    x, y = np.full((64, 32, 32, 3), 200, np.uint8), np.arange(64) % 10
+    loader = data.Loader(x, y, 16, np, mean=[100] * 3, std=[50] * 3, train=True, crop=False, flip=False, cutout=8)
+    for batch, _ in loader.epoch(0):
+        holes = (batch == 0).reshape(len(batch), 3, -1).sum(axis=2)
+        assert (holes > 0).all() and (holes <= 64).all() and (holes == holes[:, :1]).all()
+        assert np.isin(batch, (0.0, 2.0)).all()
+
+
 def test_an_epoch_resumed_at_its_end_has_no_batches():
     """A run interrupted after an epoch's last step resumes at step len(loader): nothing is left."""
     for loader in (make_loader(True), make_loader(True, crop=False, flip=False), make_loader(False)):
