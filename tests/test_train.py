@@ -201,13 +201,13 @@ def test_train_size_is_a_balanced_recorded_subset(tiny_dir, tmp_path, capsys):
 
 
 def test_eval_every(tiny_dir, tmp_path):
-    assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '5', '--eval-every', '2',
+    assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '7', '--eval-every', '3',
                '--val-size', '40') == 0
     metrics = read_metrics(tmp_path)
-    assert [m['epoch'] for m in metrics if m['test_acc'] is not None] == [2, 4, 5]  # and always the last
+    assert [m['epoch'] for m in metrics if m['test_acc'] is not None] == [3, 6, 7]  # and always the last
     assert all((m['val_acc'] is None) == (m['test_acc'] is None) for m in metrics)
     summary = json.load(open(tmp_path / 'summary.json'))
-    assert summary['selected_epoch'] in (2, 4, 5) and summary['final_test_acc'] == metrics[-1]['test_acc']
+    assert summary['selected_epoch'] in (3, 6, 7) and summary['final_test_acc'] == metrics[-1]['test_acc']
 
 
 def test_save_every(tiny_dir, tmp_path):
@@ -381,16 +381,17 @@ def test_save_due_by_time_by_epochs_and_at_the_end():
 
 
 def test_checkpoints_follow_the_clock(tiny_dir, tmp_path, monkeypatch):
-    """With a clock that moves 4 minutes per reading and --save-minutes 10, the checkpoint is
-    written after the third epoch (12 minutes), then at the last, and not before."""
-    readings = iter(range(0, 10 ** 6, 240))
+    """With a clock that moves 5 minutes per reading and --save-minutes 10, the checkpoint is
+    written after the second epoch (10 minutes to the second: the limit counts), the fourth, and
+    the last, and not between."""
+    readings = iter(range(0, 10 ** 6, 300))
     monkeypatch.setattr(train, 'time', argparse.Namespace(perf_counter=time.perf_counter, monotonic=lambda: next(readings)))
     saved = []
     real_save = train.save_checkpoint
     monkeypatch.setattr(train, 'save_checkpoint', lambda path, model, velocity, config, progress, masks=None: (
         saved.append(progress['epoch']), real_save(path, model, velocity, config, progress)))
     assert run(tiny_dir, tmp_path, '--arch', 's_fc', '--alpha', '1', '--epochs', '6', '--save-minutes', '10') == 0
-    assert saved == [3, 6]  # clock: start 0; epochs 1, 2, 3 end at 4, 8, 12 min; saved at 16; 20, 24; the last
+    assert saved == [2, 4, 6]  # clock: start 0; epochs 1, 2 end at 5, 10 min; saved at 15; 20, 25; saved at 30; 35; the last
 
 
 @pytest.fixture(scope='module')
