@@ -100,6 +100,8 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(tiny_dir, tmp_path, mon
     out = capsys.readouterr().out
     assert f'continue with: python train.py --resume {tmp_path / "split"}' in out
     assert len(read_metrics(tmp_path / 'split')) == 1
+    stopped = json.loads(str(np.load(tmp_path / 'split' / 'checkpoint.npz', allow_pickle=False)['progress']))
+    assert (stopped['epoch'], stopped['step']) == (1, 2) and 'at epoch 2, step 2' in out  # the step in flight ends, no more
     monkeypatch.undo()
     monkeypatch.setitem(data.DATASETS['cifar10'], 'md5', md5(os.path.join(tiny_dir, 'cifar-10-python.tar.gz')))
     assert train.main(['--resume', str(tmp_path / 'split'), '--quiet']) == 0
@@ -506,9 +508,10 @@ def test_an_epochs_loss_and_accuracy_are_summed_over_its_batches(tiny_dir, tmp_p
     """train_epoch's sums, read from the device every SYNC_EVERY steps and at the end: with a
     learning rate of 0 the weights stay as they are, so each batch's loss and correct count can be
     computed again afterwards. 25 steps an epoch: reads at steps 10, 20 and 25; resumed at step 13,
-    the sums carried in the progress continue."""
+    the sums carried in the progress continue. end_epoch writes their means and the next epoch
+    sums its own batches only."""
     args = train.parse_args(['--data-dir', tiny_dir, '--out', str(tmp_path), '--quiet', '--arch', 's_fc', '--alpha', '1',
-                             '--batch-size', '8', '--epochs', '2'])
+                             '--batch-size', '8', '--epochs', '3'])
     args.lr = 0.0
     batches = train.load_data(args, np)
     model, groups = train.build_model(args, np, batches)
@@ -523,3 +526,16 @@ def test_an_epochs_loss_and_accuracy_are_summed_over_its_batches(tiny_dir, tmp_p
         correct += int((logits.argmax(axis=1) == y).sum())
     assert progress['step'] == 25 and progress['seen'] == 200
     assert progress['loss_sum'] == pytest.approx(loss_sum, rel=1e-6) and progress['correct'] == correct
+    # end_epoch records the epoch's means and starts the next from nothing
+    metrics = []
+    fresh = train.end_epoch(args, {}, model, batches, {}, progress, metrics, 1, [time.monotonic()])
+    assert metrics[0]['train_loss'] == pytest.approx(loss_sum / 200, rel=1e-6) and metrics[0]['train_acc'] == correct / 200
+    assert metrics[0]['images_per_s'] == pytest.approx(200 / progress['seconds'], rel=1e-9)
+    assert train.train_epoch(args, model, batches, groups, {}, fresh, 2, [])
+    loss_sum, correct = 0.0, 0
+    for x, y in batches['train'].epoch(2):
+        logits = model.forward(x, train=True)
+        loss_sum += float(models.softmax_cross_entropy(logits, y)[0]) * len(y)
+        correct += int((logits.argmax(axis=1) == y).sum())
+    assert (fresh['epoch'], fresh['step'], fresh['seen']) == (2, 25, 200)
+    assert fresh['loss_sum'] == pytest.approx(loss_sum, rel=1e-6) and fresh['correct'] == correct
