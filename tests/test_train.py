@@ -531,7 +531,9 @@ def test_an_epochs_loss_and_accuracy_are_summed_over_its_batches(tiny_dir, tmp_p
     fresh = train.end_epoch(args, {}, model, batches, {}, progress, metrics, 1, [time.monotonic()])
     assert metrics[0]['train_loss'] == pytest.approx(loss_sum / 200, rel=1e-6) and metrics[0]['train_acc'] == correct / 200
     assert metrics[0]['images_per_s'] == pytest.approx(200 / progress['seconds'], rel=1e-9)
+    t0 = time.perf_counter()
     assert train.train_epoch(args, model, batches, groups, {}, fresh, 2, [])
+    assert 0 < fresh['seconds'] <= time.perf_counter() - t0  # this epoch's time alone
     loss_sum, correct = 0.0, 0
     for x, y in batches['train'].epoch(2):
         logits = model.forward(x, train=True)
