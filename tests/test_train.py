@@ -499,6 +499,8 @@ def test_evaluation_uses_the_running_statistics(tiny_dir):
         for xb, yb in batches.epoch(0):
             total += float(models.softmax_cross_entropy(model.forward(xb, train=train_mode), yb)[0]) * len(yb)
         return total / 80
+    right = sum(int((model.forward(xb, train=False).argmax(axis=1) == yb).sum()) for xb, yb in batches.epoch(0))
+    assert accuracy == right / 80
     before = [layer.running_mean.copy() for layer in models.leaves(model.layers) if isinstance(layer, models.BatchNorm)]
     assert loss == pytest.approx(loss_with(False), rel=1e-6) and abs(loss - loss_with(True)) > 1e-3
     after = [layer.running_mean for layer in models.leaves(model.layers) if isinstance(layer, models.BatchNorm)]
