@@ -1,7 +1,7 @@
-"""Narrow a cosmic-ray session to the code under test, after `cosmic-ray init` and before
+"""Narrow a cosmic-ray run (its .sqlite file) to the code under test, after `cosmic-ray init` and before
 `cosmic-ray exec` (docs/testing.md):
 
-    python .ci/mutation_filter.py SESSION.sqlite MODULE.py --functions crop_flip,cutout --arithmetic basic
+    python .ci/mutation_filter.py RUN.sqlite MODULE.py --functions crop_flip,cutout --arithmetic basic
 
 --functions  keep the mutants inside these functions or methods (names without the class);
 --skip       drop those on source lines that match this regular expression (log lines, messages);
@@ -31,14 +31,14 @@ def keep(operator, row, function, lines, args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('session')
+    p.add_argument(database)
     p.add_argument('module')
     p.add_argument('--functions', default=None)
     p.add_argument('--skip', default=None)
     p.add_argument('--arithmetic', choices=['all', 'basic', 'swap'], default='all')
     args = p.parse_args()
     lines = open(args.module).read().splitlines()
-    db = sqlite3.connect(args.session)
+    db = sqlite3.connect(args.database)
     specs = db.execute('select job_id, operator_name, start_pos_row, definition_name from mutation_specs').fetchall()
     dropped = [(job,) for job, operator, row, function in specs if not keep(operator, row, function, lines, args)]
     db.executemany('delete from mutation_specs where job_id = ?', dropped)
