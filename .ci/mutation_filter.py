@@ -31,7 +31,7 @@ def keep(operator, row, function, lines, args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(database)
+    p.add_argument('database')
     p.add_argument('module')
     p.add_argument('--functions', default=None)
     p.add_argument('--skip', default=None)
