@@ -519,7 +519,7 @@ CELLS = {
     'fig5': lambda c: (c['dataset'], 'SGD' if c.get('beta') is None else 'beta-LASSO', c.get('kernel_size', 3)),
     'permutation': lambda c: (c['arch'], method(c), c['dataset'], bool(c.get('permute_pixels'))),
     # cpu-claim's folder also holds table2-cpu's other rows and length-probe's longer runs
-    'cpu-claim': lambda c: None if c['arch'] != 's_fc' or c['epochs'] != CPU_CLAIM_EPOCHS[c.get('train_size') or 50000] else (
+    'cpu-claim': lambda c: None if c['arch'] != 's_fc' or c['epochs'] != CPU_CLAIM_EPOCHS.get(c.get('train_size') or 50000) else (
         c.get('train_size') or 50000 - c.get('val_size', 0), c['alpha'], c.get('augment', 'faa'),
         'SGD' if c.get('beta') is None else 'beta-LASSO'),
     'length-probe': lambda c: (c['epochs'], 'SGD' if c.get('beta') is None else 'beta-LASSO') if (
