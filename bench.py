@@ -170,8 +170,12 @@ def bench_one(arch, alpha, batch, steps, warmup, device, opt, kernel_size=3, con
 def conv_shapes(arch, alpha, batch, kernel_size, steps, device):
     """Every distinct convolution of a net, timed alone by each method, as in training: forward
     and backward, with the input gradient except in the net's first layer, which needs none.
-    Rows: (what, count in the net, {method: median seconds}, the method models.conv2d picks)."""
+    Rows: (what, count in the net, {method: median seconds}, the method models.conv2d picks).
+    The bands are timed in the rule's tiles, 64 // F columns (at least 1) for every layer."""
     import models
+
+    def band_layer(c, f, k, s, p, rng):
+        return models.BandConv2d(c, f, k, s, p, rng, tile=max(64 // f, 1))
     xp = array_module(device)
     mark, seconds = timer(xp)
     model = models.to_device(models.build(arch, alpha, kernel_size=kernel_size), xp)
@@ -187,8 +191,8 @@ def conv_shapes(arch, alpha, batch, kernel_size, steps, device):
         n, h, w, c = x_shape
         x = xp.asarray(rng.standard_normal(x_shape, dtype=np.float32))
         times = {}
-        for name, cls in (('im2col', models.Conv2d), ('fft', models.FFTConv2d)):
-            layer = models.to_device(models.Sequential([cls(c, f, k, s, p, rng)]), xp).layers[0]
+        for name, make in (('im2col', models.Conv2d), ('band', band_layer), ('fft', models.FFTConv2d)):
+            layer = models.to_device(models.Sequential([make(c, f, k, s, p, rng)]), xp).layers[0]
             dout = xp.ones_like(layer.forward(x))
             ts = []
             for i in range(1 + steps):
@@ -200,7 +204,7 @@ def conv_shapes(arch, alpha, batch, kernel_size, steps, device):
             times[name] = float(np.median(ts))
         picked = type(models.conv2d(c, f, k, s, p, h, rng, first=first)).__name__
         what = f'{c:3d}->{f:3d} k{k:<2d} s{s} {h:2d}x{w:<2d}' + (' (first: no dx)' if first else '')
-        rows.append((what, count, times, 'fft' if picked == 'FFTConv2d' else 'im2col'))
+        rows.append((what, count, times, {'FFTConv2d': 'fft', 'BandConv2d': 'band'}.get(picked, 'im2col')))
     return rows
 
 
@@ -256,11 +260,11 @@ def local_vs_einsum(alpha, batch, steps):
 
 
 def im2col_only(model):
-    """The model with every FFTConv2d computed by im2col instead: the net as it runs without
-    models.conv2d's rule (the same weights; FFTConv2d only adds a forward and backward)."""
+    """The model with every FFTConv2d and BandConv2d computed by im2col instead: the net as it runs
+    without models.conv2d's rule (the same weights; both only add a forward and backward)."""
     import models
     for layer in models.leaves(model.layers):
-        if isinstance(layer, models.FFTConv2d):
+        if isinstance(layer, (models.FFTConv2d, models.BandConv2d)):
             layer.__class__ = models.Conv2d
     return model
 
@@ -347,7 +351,7 @@ def main(argv=None):
                    help="how convolutions run: models.conv2d's per-shape rule, or all by im2col")
     p.add_argument('--images', type=int, default=50000, help='--epoch: images in the epoch')
     p.add_argument('--conv-shapes', action='store_true',
-                   help="time each distinct convolution of --arch alone, im2col against FFT, beside conv2d's pick")
+                   help="time each distinct convolution of --arch alone by im2col, bands and FFT, beside conv2d's pick")
     p.add_argument('--local-vs-einsum', action='store_true', help='compare Local2d with unfold + einsum')
     p.add_argument('--sparse', metavar='RUN_DIR', help="forward speed of RUN_DIR's model.npz (export.py): CSR vs dense")
     p.add_argument('--epoch', action='store_true', help='time one whole CIFAR-sized training epoch, data path included')
@@ -378,16 +382,18 @@ def main(argv=None):
         for arch in args.arch.split(','):
             rows = conv_shapes(arch, args.alpha, args.batch_size, args.kernel_size, args.steps, args.device)
             print(f'{arch} alpha {args.alpha} k {args.kernel_size} batch {args.batch_size}: forward + backward, ms')
-            print(f'{"convolution":36s} {"count":>5s} {"im2col":>8s} {"fft":>8s} {"faster":>7s} {"picked":>7s}')
-            total = dict(im2col=0.0, fft=0.0, picked=0.0, best=0.0)
+            print(f'{"convolution":36s} {"count":>5s} {"im2col":>8s} {"band":>8s} {"fft":>8s} {"fastest":>7s} {"picked":>7s}')
+            total = dict(im2col=0.0, band=0.0, fft=0.0, picked=0.0, best=0.0)
             for what, count, times, picked in rows:
-                faster = min(times, key=times.get)
-                print(f'{what:36s} {count:5d} {1e3 * times["im2col"]:8.1f} {1e3 * times["fft"]:8.1f} {faster:>7s} '
-                      f'{picked:>7s}' + ('' if picked == faster else '  *'))
-                for key, method in (('im2col', 'im2col'), ('fft', 'fft'), ('picked', picked), ('best', faster)):
+                fastest = min(times, key=times.get)
+                print(f'{what:36s} {count:5d} {1e3 * times["im2col"]:8.1f} {1e3 * times["band"]:8.1f} '
+                      f'{1e3 * times["fft"]:8.1f} {fastest:>7s} {picked:>7s}' + ('' if picked == fastest else '  *'))
+                for key, method in (('im2col', 'im2col'), ('band', 'band'), ('fft', 'fft'), ('picked', picked),
+                                    ('best', fastest)):
                     total[key] += count * times[method]
-            print(f'{"all its convolutions":36s} {"":5s} {1e3 * total["im2col"]:8.1f} {1e3 * total["fft"]:8.1f}   '
-                  f'picked {1e3 * total["picked"]:.1f}, fastest {1e3 * total["best"]:.1f}  (*: the rule missed the faster)')
+            print(f'{"all its convolutions":36s} {"":5s} {1e3 * total["im2col"]:8.1f} {1e3 * total["band"]:8.1f} '
+                  f'{1e3 * total["fft"]:8.1f}   picked {1e3 * total["picked"]:.1f}, fastest {1e3 * total["best"]:.1f}  '
+                  f'(*: the rule missed the fastest)')
         return
     if args.local_vs_einsum:
         times = local_vs_einsum(args.alpha, args.batch_size, args.steps)

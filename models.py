@@ -242,22 +242,111 @@ class FFTConv2d(Conv2d):
         return 'FFT' + super().__repr__()
 
 
-def conv2d(c_in, c_out, k, stride, pad, size, rng, dtype=np.float32, first=False):
-    """A k x k convolution of size x size images, computed by Conv2d (im2col) or FFTConv2d,
-    whichever this rule expects to be faster; both hold the same weights in the same layout.
-    first: the net's first layer, which needs no input gradient.
+class BandConv2d(Conv2d):
+    """Conv2d computed a tile of t output columns at a time: the same weights, output and
+    gradients. im2col copies k*k*C inputs for every output position; a tile of t neighbouring
+    positions in a row reads one k x span window, span = (t-1)*stride + k columns, so one copy of
+    that window serves all t, and the weights become a banded (block-Toeplitz) matrix that maps
+    it to the tile's t*F outputs: tap (i, j) of output column q sits at column q*stride + j.
+    The product does span/k times im2col's arithmetic, but its copy is up to t times smaller and
+    its matrix t times wider, which is what counts for the thin layers of few channels.
+    conv2d() picks it for layers of few output channels.
 
-    The rule weighs what grows with k*k in im2col, its columns (H' * W' * k*k per image and
-    channel), against the FFT's spectra (L * L): the FFT where the columns are 9 or more times
-    larger, 16 or more in a first layer, where im2col is spared its costliest part (col2im, or the
-    second im2col). Read off `python bench.py --conv-shapes` on a 2-core CPU (docs/speed.md): the
-    FFT takes ResNet18's 5x5-and-larger layers on 32x32 to 8x8 images (stride 2 from 9x9 up);
-    im2col keeps every 3x3 and 1x1 layer, the 4x4 stage below 9x9, and S-CONV's first layer.
+    cols: (N*H'*tiles, k*span*C), tiles = ceil(W'/t); the last tile's extra columns read zero
+    padding and are dropped. W_band: (k*span*C, t*F), built from W every forward.
+    """
+
+    def __init__(self, c_in, c_out, k, stride, pad, rng, tile=8, dtype=np.float32):
+        super().__init__(c_in, c_out, k, stride, pad, rng, dtype=dtype)
+        self.tile = tile
+
+    def band_shape(self, h, w):
+        k, s, p, t = self.k, self.stride, self.pad, self.tile
+        h_out, w_out = conv_out_size(h, k, s, p), conv_out_size(w, k, s, p)
+        tiles = -(-w_out // t)
+        span = (t - 1) * s + k
+        right = max((tiles * t - 1) * s + k - w - p, 0)  # the last tile reads this far past the image
+        return h_out, w_out, tiles, span, right
+
+    def banded_weights(self, c):
+        xp = get_array_module(self.W)
+        k, s, t, f = self.k, self.stride, self.tile, self.W.shape[1]
+        span = (t - 1) * s + k
+        band = xp.zeros((k, span, c, t, f), self.W.dtype)
+        for q in range(t):
+            band[:, q * s:q * s + k, :, q, :] = self.W.reshape(k, k, c, f)
+        return band.reshape(k * span * c, t * f)
+
+    def forward(self, x, train=True):
+        xp = get_array_module(x)
+        n, h, w, c = self.x_shape = x.shape
+        k, s, p, t, f = self.k, self.stride, self.pad, self.tile, self.W.shape[1]
+        h_out, w_out, tiles, span, right = self.band_shape(h, w)
+        xpad = xp.ascontiguousarray(xp.pad(x, ((0, 0), (p, p), (p, right), (0, 0))))
+        s_n, s_h, s_w, s_c = xpad.strides
+        windows = xp.lib.stride_tricks.as_strided(  # (N, H', tiles, k, span*C), a view of xpad
+            xpad, (n, h_out, tiles, k, span * c), (s_n, s_h * s, s_w * s * t, s_h, s_c))
+        self.cols = xp.ascontiguousarray(windows).reshape(n * h_out * tiles, k * span * c)
+        self.W_band = self.banded_weights(c)
+        out = (self.cols @ self.W_band).reshape(n, h_out, tiles * t, f)
+        return out if tiles * t == w_out else xp.ascontiguousarray(out[:, :, :w_out])
+
+    def backward(self, dout, need_dx=True):
+        xp = get_array_module(dout)
+        n, h, w, c = self.x_shape
+        k, s, p, t, f = self.k, self.stride, self.pad, self.tile, self.W.shape[1]
+        h_out, w_out, tiles, span, right = self.band_shape(h, w)
+        if tiles * t != w_out:  # the dropped columns of the last tile had no gradient
+            dout = xp.pad(dout, ((0, 0), (0, 0), (0, tiles * t - w_out), (0, 0)))
+        dout_tiles = dout.reshape(-1, t * f)  # (N*H'*tiles, t*F)
+        # (dout.T @ cols).T, not cols.T @ dout: OpenBLAS runs the wide-inner-product order faster
+        d_band = (dout_tiles.T @ self.cols).T.reshape(k, span, c, t, f)
+        dW = self.dW.reshape(k, k, c, f)
+        dW[...] = 0
+        for q in range(t):  # each tap's weight was used at t places in the band
+            dW += d_band[:, q * s:q * s + k, :, q, :]
+        if not need_dx:
+            return None
+        dcols = dout_tiles @ self.W_band.T  # (N*H'*tiles, k*span*C)
+        dxpad = xp.zeros((n, h + 2 * p, p + w + right, c), dout.dtype)
+        s_n, s_h, s_w, s_c = dxpad.strides
+        # tiles overlap by span - t*stride columns: add every m-th tile at once, m enough to not overlap
+        m = -(-span // (t * s))
+        dcols = dcols.reshape(n, h_out, tiles, k, span * c)
+        for r in range(m):
+            group = dcols[:, :, r::m]
+            for i in range(k):
+                target = xp.lib.stride_tricks.as_strided(  # rows i, i+s, ..., tiles r, r+m, ...
+                    dxpad[:, i:, r * t * s:], group.shape[:3] + (span * c,), (s_n, s_h * s, s_w * s * t * m, s_c))
+                target += group[:, :, :, i]
+        return dxpad[:, p:p + h, p:p + w]
+
+    def __repr__(self):
+        return f'Band{super().__repr__()[:-1]}, tile={self.tile})'
+
+
+def conv2d(c_in, c_out, k, stride, pad, size, rng, dtype=np.float32, first=False):
+    """A k x k convolution of size x size images, computed by Conv2d (im2col), BandConv2d or
+    FFTConv2d, whichever this rule expects to be fastest; all three hold the same weights in the
+    same layout. first: the net's first layer, which needs no input gradient.
+
+    The FFT first: the rule weighs what grows with k*k in im2col, its columns (H' * W' * k*k per
+    image and channel), against the FFT's spectra (L * L), and takes the FFT where the columns are
+    9 or more times larger, 16 or more in a first layer, where im2col is spared its costliest part
+    (col2im, or the second im2col). Then the bands, for layers of 32 or fewer output channels, in
+    tiles of 64 // F output columns, so that each band's product is 64 columns wide; not for a
+    1x1 convolution, whose band would be all gaps. Read off
+    `python bench.py --conv-shapes` on a 2-core CPU (docs/speed.md): the FFT takes ResNet18's
+    5x5-and-larger layers on 32x32 to 8x8 images (stride 2 from 9x9 up); the bands take the
+    thin 3x3 layers and S-CONV's first layer; im2col the layers of 64 channels and more.
     """
     h_out = conv_out_size(size, k, stride, pad)
     growth = h_out * h_out * k * k / fft_size(size + 2 * pad) ** 2
-    cls = FFTConv2d if growth >= (16 if first else 9) else Conv2d
-    return cls(c_in, c_out, k, stride, pad, rng, dtype=dtype)
+    if growth >= (16 if first else 9):
+        return FFTConv2d(c_in, c_out, k, stride, pad, rng, dtype=dtype)
+    if c_out <= 32 and k > 1:
+        return BandConv2d(c_in, c_out, k, stride, pad, rng, tile=64 // c_out, dtype=dtype)
+    return Conv2d(c_in, c_out, k, stride, pad, rng, dtype=dtype)
 
 
 def by_frequency(spectra):

@@ -61,6 +61,41 @@ def test_fft_conv2d(c_in, c_out, k, stride, pad):
     assert fft.backward(dout, need_dx=False) is None and np.allclose(fft.dW, plain.dW, atol=1e-12)
 
 
+@pytest.mark.parametrize('tile', [1, 2, 3, 8])
+@pytest.mark.parametrize('c_in,c_out,k,stride,pad', FFT_CASES)
+def test_band_conv2d(c_in, c_out, k, stride, pad, tile):
+    """The bands' gradients, and their agreement with im2col's on the same weights. Tiles of 1 to
+    8 columns over outputs 1 to 7 wide: tiles that cover the row exactly, a last tile partly
+    past it, and tiles whose windows overlap (span > tile*stride) or leave columns unread."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 7, 5, c_in))
+    band = models.BandConv2d(c_in, c_out, k, stride, pad, np.random.default_rng(1), tile=tile, dtype=F64)
+    check_layer(band, x, 1e-7)
+    plain = models.Conv2d(c_in, c_out, k, stride, pad, np.random.default_rng(1), dtype=F64)
+    out = band.forward(x)
+    assert out.shape == plain.forward(x).shape and np.allclose(out, plain.forward(x), atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    assert np.allclose(band.backward(dout), plain.backward(dout), atol=1e-12)
+    assert np.allclose(band.dW, plain.dW, atol=1e-12)
+    assert band.backward(dout, need_dx=False) is None and np.allclose(band.dW, plain.dW, atol=1e-12)
+
+
+def test_band_conv2d_float32_on_the_nets_shapes():
+    """S-CONV's first layer and a D-CONV stride-2 layer at batch 4, float32: within float32's
+    rounding of im2col, and float32 out."""
+    rng = np.random.default_rng(0)
+    for c, f, k, s, p, h, tile in ((3, 8, 9, 2, 4, 32, 8), (8, 16, 3, 2, 1, 32, 4), (16, 16, 3, 1, 1, 16, 4)):
+        x = rng.standard_normal((4, h, h, c), dtype=np.float32)
+        band = models.BandConv2d(c, f, k, s, p, np.random.default_rng(1), tile=tile)
+        plain = models.Conv2d(c, f, k, s, p, np.random.default_rng(1))
+        out, ref = band.forward(x), plain.forward(x)
+        assert out.dtype == np.float32 and np.abs(out - ref).max() < 1e-5 * np.abs(ref).max()
+        dout = rng.standard_normal(out.shape, dtype=np.float32)
+        dx, dx_ref = band.backward(dout), plain.backward(dout)
+        assert dx.dtype == band.dW.dtype == np.float32 and np.abs(dx - dx_ref).max() < 1e-5 * np.abs(dx_ref).max()
+        assert np.abs(band.dW - plain.dW).max() < 1e-5 * np.abs(plain.dW).max()
+
+
 def test_fft_conv2d_float32():
     """In float32 the FFT's rounding stays at float32's: within 1e-5 of im2col, and float32 out."""
     rng = np.random.default_rng(0)
@@ -83,10 +118,15 @@ def test_the_rule_picks_by_shape():
     pick = lambda *shape, first=False: type(models.conv2d(*shape, rng, first=first)).__name__  # noqa: E731
     assert pick(8, 8, 9, 1, 4, 32) == pick(16, 16, 9, 1, 4, 16) == pick(8, 8, 5, 1, 2, 32) == 'FFTConv2d'
     assert pick(8, 16, 9, 2, 4, 32) == pick(3, 8, 5, 1, 2, 32, first=True) == 'FFTConv2d'
-    assert pick(8, 8, 3, 1, 1, 32) == pick(8, 16, 1, 2, 0, 32) == pick(64, 64, 7, 1, 3, 4) == 'Conv2d'
-    assert pick(3, 8, 9, 2, 4, 32, first=True) == 'Conv2d'  # S-CONV's first layer: no dx to pay for
+    assert pick(64, 64, 3, 1, 1, 8) == pick(32, 64, 3, 2, 1, 8) == pick(64, 64, 7, 1, 3, 4) == 'Conv2d'
+    assert pick(8, 16, 1, 2, 0, 32) == pick(8, 8, 1, 1, 0, 32) == 'Conv2d'  # 1x1: a band would be all gaps
+    assert pick(8, 8, 3, 1, 1, 32) == pick(16, 32, 3, 2, 1, 16) == pick(8, 8, 5, 1, 2, 4) == 'BandConv2d'
+    assert pick(3, 8, 9, 2, 4, 32, first=True) == 'BandConv2d'  # S-CONV's first layer: no dx to pay for
+    tiles = {f: models.conv2d(8, f, 3, 1, 1, 32, rng).tile for f in (1, 8, 16, 20, 32)}
+    assert tiles == {1: 64, 8: 8, 16: 4, 20: 3, 32: 2}  # 64 // F: products 64 columns wide, or nearly
     kinds = lambda arch, k=3: {type(layer).__name__ for layer in models.leaves(models.build(arch, 8, kernel_size=k).layers)}  # noqa: E731
     assert 'FFTConv2d' not in kinds('s_conv') | kinds('d_conv') | kinds('resnet18')
+    assert {'BandConv2d', 'Conv2d'} <= kinds('d_conv') & kinds('resnet18') and 'BandConv2d' in kinds('s_conv')
     assert {'FFTConv2d', 'Conv2d'} <= kinds('resnet18', 9)
 
 
