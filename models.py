@@ -253,76 +253,83 @@ class BandConv2d(Conv2d):
     conv2d() picks it for layers of few output channels.
 
     cols: (N*H'*tiles, k*span*C), tiles = ceil(W'/t); the last tile's extra columns read zero
-    padding and are dropped. W_band: (k*span*C, t*F), built from W every forward.
+    padding and are dropped. W_band: (k*span*C, t*F).
     """
 
     def __init__(self, c_in, c_out, k, stride, pad, rng, tile=8, dtype=np.float32):
         super().__init__(c_in, c_out, k, stride, pad, rng, dtype=dtype)
         self.tile = tile
 
-    def band_shape(self, h, w):
-        k, s, p, t = self.k, self.stride, self.pad, self.tile
-        h_out, w_out = conv_out_size(h, k, s, p), conv_out_size(w, k, s, p)
-        tiles = -(-w_out // t)
-        span = (t - 1) * s + k
-        right = max((tiles * t - 1) * s + k - w - p, 0)  # the last tile reads this far past the image
-        return h_out, w_out, tiles, span, right
-
-    def banded_weights(self, c):
-        xp = get_array_module(self.W)
-        k, s, t, f = self.k, self.stride, self.tile, self.W.shape[1]
-        span = (t - 1) * s + k
-        band = xp.zeros((k, span, c, t, f), self.W.dtype)
-        for q in range(t):
-            band[:, q * s:q * s + k, :, q, :] = self.W.reshape(k, k, c, f)
-        return band.reshape(k * span * c, t * f)
-
     def forward(self, x, train=True):
-        xp = get_array_module(x)
-        n, h, w, c = self.x_shape = x.shape
-        k, s, p, t, f = self.k, self.stride, self.pad, self.tile, self.W.shape[1]
-        h_out, w_out, tiles, span, right = self.band_shape(h, w)
-        xpad = xp.ascontiguousarray(xp.pad(x, ((0, 0), (p, p), (p, right), (0, 0))))
-        s_n, s_h, s_w, s_c = xpad.strides
-        windows = xp.lib.stride_tricks.as_strided(  # (N, H', tiles, k, span*C), a view of xpad
-            xpad, (n, h_out, tiles, k, span * c), (s_n, s_h * s, s_w * s * t, s_h, s_c))
-        self.cols = xp.ascontiguousarray(windows).reshape(n * h_out * tiles, k * span * c)
-        self.W_band = self.banded_weights(c)
-        out = (self.cols @ self.W_band).reshape(n, h_out, tiles * t, f)
-        return out if tiles * t == w_out else xp.ascontiguousarray(out[:, :, :w_out])
+        self.x_shape = x.shape
+        out, self.cols, self.W_band = band_conv(x, self.W, self.k, self.stride, self.pad, self.tile)
+        return out
 
     def backward(self, dout, need_dx=True):
         xp = get_array_module(dout)
         n, h, w, c = self.x_shape
         k, s, p, t, f = self.k, self.stride, self.pad, self.tile, self.W.shape[1]
-        h_out, w_out, tiles, span, right = self.band_shape(h, w)
+        h_out, w_out, tiles, span, right = band_shape(h, w, k, s, p, t)
         if tiles * t != w_out:  # the dropped columns of the last tile had no gradient
             dout = xp.pad(dout, ((0, 0), (0, 0), (0, tiles * t - w_out), (0, 0)))
         dout_tiles = dout.reshape(-1, t * f)  # (N*H'*tiles, t*F)
-        # (dout.T @ cols).T, not cols.T @ dout: OpenBLAS runs the wide-inner-product order faster
+        # the same product as cols.T @ dout_tiles, in the order OpenBLAS runs faster when t*F is small
         d_band = (dout_tiles.T @ self.cols).T.reshape(k, span, c, t, f)
         dW = self.dW.reshape(k, k, c, f)
         dW[...] = 0
-        for q in range(t):  # each tap's weight was used at t places in the band
+        for q in range(t):  # each tap's weight sits at t places in the band
             dW += d_band[:, q * s:q * s + k, :, q, :]
         if not need_dx:
             return None
-        dcols = dout_tiles @ self.W_band.T  # (N*H'*tiles, k*span*C)
+        if s == 1 and p < k:  # as in Conv2d: a convolution of dout with the flipped kernel, by bands too
+            flipped = self.W.reshape(k, k, c, f)[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * f, c)
+            return band_conv(dout[:, :, :w_out], flipped, k, 1, k - 1 - p, max(64 // c, 1))[0]
+        # otherwise the adjoint of the window copy: each tile's band gradient added back where the
+        # band was read, whole rows of span*C floats at a time (col2im's adds run along C floats)
+        dcols = (dout_tiles @ self.W_band.T).reshape(n, h_out, tiles, k, span * c)
         dxpad = xp.zeros((n, h + 2 * p, p + w + right, c), dout.dtype)
         s_n, s_h, s_w, s_c = dxpad.strides
-        # tiles overlap by span - t*stride columns: add every m-th tile at once, m enough to not overlap
-        m = -(-span // (t * s))
-        dcols = dcols.reshape(n, h_out, tiles, k, span * c)
+        m = -(-span // (t * s))  # neighbouring tiles' windows overlap: add every m-th tile at once
         for r in range(m):
             group = dcols[:, :, r::m]
             for i in range(k):
-                target = xp.lib.stride_tricks.as_strided(  # rows i, i+s, ..., tiles r, r+m, ...
+                target = xp.lib.stride_tricks.as_strided(  # rows i, i+s, ... of tiles r, r+m, ...
                     dxpad[:, i:, r * t * s:], group.shape[:3] + (span * c,), (s_n, s_h * s, s_w * s * t * m, s_c))
                 target += group[:, :, :, i]
         return dxpad[:, p:p + h, p:p + w]
 
     def __repr__(self):
         return f'Band{super().__repr__()[:-1]}, tile={self.tile})'
+
+
+def band_shape(h, w, k, stride, pad, tile):
+    """A band convolution's output size, tiles per row, window span, and the zero columns the last
+    tile reads past the image's right edge."""
+    h_out, w_out = conv_out_size(h, k, stride, pad), conv_out_size(w, k, stride, pad)
+    tiles = -(-w_out // tile)
+    span = (tile - 1) * stride + k
+    right = max((tiles * tile - 1) * stride + k - w - pad, 0)
+    return h_out, w_out, tiles, span, right
+
+
+def band_conv(x, W, k, stride, pad, tile):
+    """x (N, H, W, C) convolved with W (k*k*C, F) by bands: out (N, H', W', F), and the two
+    factors of its product, cols (N*H'*tiles, k*span*C) and W_band (k*span*C, tile*F)."""
+    xp = get_array_module(x)
+    n, h, w, c = x.shape
+    f, s, t = W.shape[1], stride, tile
+    h_out, w_out, tiles, span, right = band_shape(h, w, k, s, pad, t)
+    xpad = xp.ascontiguousarray(xp.pad(x, ((0, 0), (pad, pad), (pad, right), (0, 0))))
+    s_n, s_h, s_w, s_c = xpad.strides
+    windows = xp.lib.stride_tricks.as_strided(  # (N, H', tiles, k, span*C), a view of xpad
+        xpad, (n, h_out, tiles, k, span * c), (s_n, s_h * s, s_w * s * t, s_h, s_c))
+    cols = xp.ascontiguousarray(windows).reshape(n * h_out * tiles, k * span * c)
+    W_band = xp.zeros((k, span, c, t, f), W.dtype)
+    for q in range(t):
+        W_band[:, q * s:q * s + k, :, q, :] = W.reshape(k, k, c, f)
+    W_band = W_band.reshape(k * span * c, t * f)
+    out = (cols @ W_band).reshape(n, h_out, tiles * t, f)
+    return (out if tiles * t == w_out else xp.ascontiguousarray(out[:, :, :w_out])), cols, W_band
 
 
 def conv2d(c_in, c_out, k, stride, pad, size, rng, dtype=np.float32, first=False):
