@@ -337,22 +337,23 @@ def conv2d(c_in, c_out, k, stride, pad, size, rng, dtype=np.float32, first=False
     FFTConv2d, whichever this rule expects to be fastest; all three hold the same weights in the
     same layout. first: the net's first layer, which needs no input gradient.
 
-    The FFT first: the rule weighs what grows with k*k in im2col, its columns (H' * W' * k*k per
-    image and channel), against the FFT's spectra (L * L), and takes the FFT where the columns are
-    9 or more times larger, 16 or more in a first layer, where im2col is spared its costliest part
-    (col2im, or the second im2col). Then the bands, for layers of 32 or fewer output channels, in
-    tiles of 64 // F output columns, so that each band's product is 64 columns wide; not for a
-    1x1 convolution, whose band would be all gaps. Read off
-    `python bench.py --conv-shapes` on a 2-core CPU (docs/speed.md): the FFT takes ResNet18's
-    5x5-and-larger layers on 32x32 to 8x8 images (stride 2 from 9x9 up); the bands take the
-    thin 3x3 layers and S-CONV's first layer; im2col the layers of 64 channels and more.
+    Bands for thin layers, 32 or fewer output channels, in tiles of 64 // F output columns so
+    that each band's product is 64 columns wide (not for a 1x1 convolution, whose band would be
+    all gaps). The FFT for large kernels: the rule weighs what grows with k*k in im2col, its
+    columns (H' * W' * k*k per image and channel), against the FFT's spectra (L * L), and takes
+    the FFT where the columns are 9 or more times larger, 16 or more in a first layer, where
+    im2col is spared its costliest part (col2im, or the second im2col). Where both apply, a
+    strided or first thin layer takes the bands (the FFT computes every stride-1 position) and
+    any other the FFT. im2col for the rest. Read off `python bench.py --conv-shapes` on a 2-core
+    CPU (docs/speed.md).
     """
     h_out = conv_out_size(size, k, stride, pad)
     growth = h_out * h_out * k * k / fft_size(size + 2 * pad) ** 2
+    thin = c_out <= 32 and k > 1
+    if thin and (stride > 1 or first or growth < 9):
+        return BandConv2d(c_in, c_out, k, stride, pad, rng, tile=64 // c_out, dtype=dtype)
     if growth >= (16 if first else 9):
         return FFTConv2d(c_in, c_out, k, stride, pad, rng, dtype=dtype)
-    if c_out <= 32 and k > 1:
-        return BandConv2d(c_in, c_out, k, stride, pad, rng, tile=64 // c_out, dtype=dtype)
     return Conv2d(c_in, c_out, k, stride, pad, rng, dtype=dtype)
 
 

@@ -117,7 +117,8 @@ def test_the_rule_picks_by_shape():
     rng = np.random.default_rng(0)
     pick = lambda *shape, first=False: type(models.conv2d(*shape, rng, first=first)).__name__  # noqa: E731
     assert pick(8, 8, 9, 1, 4, 32) == pick(16, 16, 9, 1, 4, 16) == pick(8, 8, 5, 1, 2, 32) == 'FFTConv2d'
-    assert pick(8, 16, 9, 2, 4, 32) == pick(3, 8, 5, 1, 2, 32, first=True) == 'FFTConv2d'
+    assert pick(64, 64, 9, 2, 4, 32) == pick(3, 64, 5, 1, 2, 32, first=True) == 'FFTConv2d'
+    assert pick(8, 16, 9, 2, 4, 32) == pick(3, 8, 5, 1, 2, 32, first=True) == 'BandConv2d'  # thin, strided or first
     assert pick(64, 64, 3, 1, 1, 8) == pick(32, 64, 3, 2, 1, 8) == pick(64, 64, 7, 1, 3, 4) == 'Conv2d'
     assert pick(8, 16, 1, 2, 0, 32) == pick(8, 8, 1, 1, 0, 32) == 'Conv2d'  # 1x1: a band would be all gaps
     assert pick(8, 8, 3, 1, 1, 32) == pick(16, 32, 3, 2, 1, 16) == pick(8, 8, 5, 1, 2, 4) == 'BandConv2d'
@@ -127,7 +128,7 @@ def test_the_rule_picks_by_shape():
     kinds = lambda arch, k=3: {type(layer).__name__ for layer in models.leaves(models.build(arch, 8, kernel_size=k).layers)}  # noqa: E731
     assert 'FFTConv2d' not in kinds('s_conv') | kinds('d_conv') | kinds('resnet18')
     assert {'BandConv2d', 'Conv2d'} <= kinds('d_conv') & kinds('resnet18') and 'BandConv2d' in kinds('s_conv')
-    assert {'FFTConv2d', 'Conv2d'} <= kinds('resnet18', 9)
+    assert {'FFTConv2d', 'BandConv2d', 'Conv2d'} <= kinds('resnet18', 9)
 
 
 @pytest.mark.parametrize('c_in,c_out,k,stride,pad', [
