@@ -93,6 +93,11 @@ def largest_layer(model, batch):
     for layer in models.leaves(model.layers):
         if isinstance(layer, models.Linear):
             macs, s = layer.W.size, ((batch, layer.W.shape[0]), layer.W.shape)
+        elif isinstance(layer, models.BandConv2d):  # its product: (N*H'*tiles, k*span*C) @ (k*span*C, t*F)
+            h, w = layer.x_shape[1:3]
+            h_out, _, tiles, span, _ = models.band_shape(h, w, layer.k, layer.stride, layer.pad, layer.tile)
+            kspan_c = layer.k * span * layer.W.shape[0] // layer.k ** 2
+            macs, s = models.layer_macs(layer), ((batch * h_out * tiles, kspan_c), (kspan_c, layer.tile * layer.W.shape[1]))
         elif isinstance(layer, models.Conv2d):
             p = models.layer_macs(layer) // layer.W.size  # output positions: each weight is used once at each
             macs, s = layer.W.size * p, ((p * batch, layer.W.shape[0]), layer.W.shape)

@@ -15,6 +15,16 @@ def test_bench_one_runs(arch, opt):
     assert 0 < r['update_share'] < 1 and r['gflops'] > 0 and r['matmul_gflops'] > 0
 
 
+def test_the_largest_layer_is_the_product_each_method_runs():
+    """S-CONV's first layer by bands multiplies (N*16*tiles, 9*span*3) by (9*span*3, tile*F);
+    by im2col (N*256, 243) by (243, F)."""
+    model = models.build('s_conv', 8)
+    model.forward(np.zeros((4, 3, 32, 32), np.float32))
+    assert bench.largest_layer(model, 4) == ((4 * 16 * 2, 9 * 23 * 3), (9 * 23 * 3, 64))  # tiles of 8, span 23
+    bench.im2col_only(model)
+    assert bench.largest_layer(model, 4) == ((4 * 256, 243), (243, 8))
+
+
 def test_bench_one_reports_the_median_of_each_phase(monkeypatch):
     """With a clock whose phases take known times, three steps: each phase's figure is the median
     of its three durations (not their mean), the step's the median of the sums."""
@@ -80,15 +90,16 @@ def test_timer_on_the_host_is_the_perf_counter():
     assert 0 <= seconds(a, b) < 1
 
 
-def test_conv_shapes_times_each_convolution_by_both_methods():
+def test_conv_shapes_times_each_convolution_by_each_method():
     """Every convolution of the net appears once per shape, counted, with the rule's own pick."""
     rows = bench.conv_shapes('resnet18', 2, 2, 9, steps=1, device='cpu')
     model = models.build('resnet18', 2, kernel_size=9)
     convs = [layer for layer in models.leaves(model.layers) if isinstance(layer, models.Conv2d)]
     assert sum(count for _, count, _, _ in rows) == len(convs) == 20
-    picked = sum(count for _, count, _, pick in rows if pick == 'fft')
-    assert picked == sum(isinstance(layer, models.FFTConv2d) for layer in convs) > 0
-    assert all(times['im2col'] > 0 and times['fft'] > 0 for _, _, times, _ in rows)
+    for method, cls in (('fft', models.FFTConv2d), ('band', models.BandConv2d)):
+        picked = sum(count for _, count, _, pick in rows if pick == method)
+        assert picked == sum(isinstance(layer, cls) for layer in convs) > 0
+    assert all(times['im2col'] > 0 and times['band'] > 0 and times['fft'] > 0 for _, _, times, _ in rows)
     assert rows[0][0].endswith('(first: no dx)') and not any(what.endswith('dx)') for what, _, _, _ in rows[1:])
 
 
@@ -97,7 +108,8 @@ def test_im2col_only_keeps_the_weights_and_the_outputs():
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32))
     out = model.forward(x, train=False)
     weights = [p.copy() for _, p, _ in model.params()]
+    assert any(isinstance(layer, models.BandConv2d) for layer in models.leaves(model.layers))
     bench.im2col_only(model)
-    assert not any(isinstance(layer, models.FFTConv2d) for layer in models.leaves(model.layers))
+    assert all(type(layer) is models.Conv2d for layer in models.leaves(model.layers) if isinstance(layer, models.Conv2d))
     assert all(np.array_equal(a, p) for a, (_, p, _) in zip(weights, model.params()))
     assert np.allclose(model.forward(x, train=False), out, atol=1e-10)
