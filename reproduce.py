@@ -624,7 +624,7 @@ def cell_text(selected, runs):
         return '—'
     accs = [accuracy(summary) for _, summary, _ in selected]
     spread = f' ± {np.std(accs, ddof=1):.2f}' if len(accs) > 1 else ''
-    return f'{np.mean(accs):.2f}{spread} ({runs} runs, {len(accs)} seed{"s" * (len(accs) > 1)})'
+    return f'{np.mean(accs):.2f}{spread} ({runs} run{"s" * (runs > 1)}, {len(accs)} seed{"s" * (len(accs) > 1)})'
 
 
 def report_file(experiment, folder):

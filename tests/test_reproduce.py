@@ -237,7 +237,7 @@ def test_report_selects_on_validation_and_sets_ours_beside_the_paper(tmp_path, m
     row = next(line for line in text.splitlines() if line.startswith('| cifar10 | beta-LASSO |'))
     assert '91.00 ± 1.41 (4 runs, 2 seeds) [93.6]' in row  # the higher-validation run per seed, not the higher-test one
     row = next(line for line in text.splitlines() if line.startswith('| cifar10 | SGD |'))
-    assert '85.00 (1 runs, 1 seed) [92.6]' in row
+    assert '85.00 (1 run, 1 seed) [92.6]' in row
     assert (folder / 'fig5.png').exists() and (folder / 'report.md').read_text() == text
 
 
@@ -253,10 +253,10 @@ def test_cpu_claim_report_gives_the_difference_per_cell(tmp_path, monkeypatch):
     fake_run(folder, dict(base, augment='faa', beta=50, lr=1.0, lam_conv=5e-5, lam_fc=5e-6), 0.61, 0.57)
     text = reproduce.report('cpu-claim', str(folder))
     row = next(line for line in text.splitlines() if line.startswith('| 5,000 | 4 | crop + flip |'))
-    assert '| 52.00 (1 runs, 1 seed) | 56.00 (2 runs, 1 seed) | +4.00 (1 pair: no interval) |' in row
+    assert '| 52.00 (1 run, 1 seed) | 56.00 (2 runs, 1 seed) | +4.00 (1 pair: no interval) |' in row
     assert row.endswith('| 1e-05 |')
     row = next(line for line in text.splitlines() if line.startswith('| 5,000 | 4 | Fast AutoAugment |'))
-    assert '| 58.00 (1 runs, 1 seed) | 57.00 (1 runs, 1 seed) | -1.00 (1 pair: no interval) |' in row
+    assert '| 58.00 (1 run, 1 seed) | 57.00 (1 run, 1 seed) | -1.00 (1 pair: no interval) |' in row
     assert row.endswith('| 5e-05 |')
     assert (folder / 'gap.png').exists()
 
@@ -275,7 +275,7 @@ def test_length_probe_sets_the_longer_runs_beside_cpu_claims_cell(tmp_path):
     fake_run(folder, dict(base, epochs=400, augment='faa'), 0.9, 0.9)  # another augmentation: not a row
     text = reproduce.report('length-probe', str(folder))
     assert '| 100 | 64.50 ± 0.71 (2 runs, 2 seeds) | 63.50 ± 0.71 (2 runs, 2 seeds) | -1.00 ± 0.00 (2 pairs) |' in text
-    assert '| 400 | 66.00 (1 runs, 1 seed) | 67.00 (1 runs, 1 seed) | +1.00 (1 pair: no interval) |' in text
+    assert '| 400 | 66.00 (1 run, 1 seed) | 67.00 (1 run, 1 seed) | +1.00 (1 pair: no interval) |' in text
     assert (folder / 'report-length-probe.md').read_text() == text
     row = next(line for line in reproduce.report('cpu-claim', str(folder)).splitlines()
                if line.startswith('| 45,000 | 4 | crop + flip |'))
@@ -326,7 +326,7 @@ def test_permutation_report_sets_the_permuted_run_beside(tmp_path, monkeypatch):
     fake_run(folder, base, 0.5, 0.47)
     fake_run(folder, dict(base, permute_pixels=True), 0.4, 0.45)
     text = reproduce.report('permutation', str(folder))
-    assert '| s_conv | SGD | cifar10 | 47.00 (1 runs, 1 seed) | 45.00 (1 runs, 1 seed) | 1 of 2 |' in text
+    assert '| s_conv | SGD | cifar10 | 47.00 (1 run, 1 seed) | 45.00 (1 run, 1 seed) | 1 of 2 |' in text
     assert 'brackets' not in text
 
 
