@@ -193,7 +193,7 @@ class FFTConv2d(Conv2d):
     """Conv2d computed through the FFT: the same weights, output and gradients, at a cost that
     does not grow with k*k. By the convolution theorem a correlation in space is a product in
     frequency, and summing over channels makes it one (N, C) @ (C, F) product per frequency.
-    conv2d() picks it where it is the faster of the two.
+    conv2d() picks it for large kernels.
 
     Both the padded input and the kernel are transformed at size L >= H + 2*pad (fft_size). No
     product wraps around at that size: out[y] reads xpad[y .. y+k-1], all below H + 2*pad.
@@ -243,19 +243,22 @@ class FFTConv2d(Conv2d):
 
 
 class BandConv2d(Conv2d):
-    """Conv2d computed a tile of t output columns at a time: the same weights, output and
-    gradients. im2col copies k*k*C inputs for every output position; a tile of t neighbouring
-    positions in a row reads one k x span window, span = (t-1)*stride + k columns, so one copy of
-    that window serves all t, and the weights become a banded (block-Toeplitz) matrix that maps
-    it to the tile's t*F outputs: tap (i, j) of output column q sits at column q*stride + j.
+    """Conv2d computed a tile of t neighbouring output positions of a row at a time: the same
+    weights, output and gradients. im2col copies k*k*C inputs for every output position; the t
+    windows of a tile lie inside one k x span window of the input, span = (t-1)*stride + k
+    columns, so one copy of that window serves all t. The weights become a banded
+    (block-Toeplitz) matrix that maps the window to the tile's t*F outputs: weight W[i, j] of
+    the tile's q-th output sits at row i, column q*stride + j of the window.
     The product does span/k times im2col's arithmetic, but its copy is span/(k*t) of im2col's (a
-    third for S-CONV's first layer) and its matrix t times wider, which is what counts for the thin layers of few channels: on 2
-    cores S-CONV's first layer takes 7.9 ms a step this way against 17.4 by im2col, and D-CONV's
-    convolutions 64.5 against 81.9 (`python bench.py --conv-shapes`, docs/speed.md). conv2d()
-    picks it for layers of 32 or fewer output channels.
+    third for S-CONV's first layer) and its matrix has t*F columns instead of F. OpenBLAS runs
+    an F-column product far below its peak, and for layers of few channels the wider product
+    more than pays for the extra arithmetic: on 2 cores S-CONV's first layer takes 7.9 ms a step
+    this way against 17.4 by im2col, and D-CONV's convolutions 64.5 against 81.9
+    (`python bench.py --conv-shapes`, docs/speed.md). conv2d() picks it for layers of 32 or
+    fewer output channels, except the 1x1 ones and some of those it gives the FFT.
 
-    cols: (N*H'*tiles, k*span*C), tiles = ceil(W'/t); the last tile's extra columns read zero
-    padding and are dropped. W_band: (k*span*C, t*F).
+    cols: (N*H'*tiles, k*span*C), tiles = ceil(W'/t); where t does not divide W', the last tile's
+    extra outputs are computed and dropped. W_band: (k*span*C, t*F).
     """
 
     def __init__(self, c_in, c_out, k, stride, pad, rng, tile=8, dtype=np.float32):
@@ -339,15 +342,17 @@ def conv2d(c_in, c_out, k, stride, pad, size, rng, dtype=np.float32, first=False
     FFTConv2d, whichever this rule expects to be fastest; all three hold the same weights in the
     same layout. first: the net's first layer, which needs no input gradient.
 
-    Bands for thin layers, 32 or fewer output channels, in tiles of 64 // F output columns so
-    that each band's product is 64 columns wide (not for a 1x1 convolution, whose band would be
-    all gaps). The FFT for large kernels: the rule weighs what grows with k*k in im2col, its
-    columns (H' * W' * k*k per image and channel), against the FFT's spectra (L * L), and takes
-    the FFT where the columns are 9 or more times larger, 16 or more in a first layer, where
-    im2col is spared its costliest part (col2im, or the second im2col). Where both apply, a
-    strided or first thin layer takes the bands (the FFT computes every stride-1 position) and
-    any other the FFT. im2col for the rest. Read off `python bench.py --conv-shapes` on a 2-core
-    CPU (docs/speed.md).
+    Bands for thin layers, 32 or fewer output channels, in tiles of t = 64 // F output positions,
+    so that the band matrix has t*F = 64 columns (or just under, where F does not divide 64);
+    not for a 1x1 convolution, whose band would be mostly zeros. The FFT for large kernels: the
+    rule weighs what grows with k*k in im2col, the size of its copy (H' * W' * k*k values per
+    image and channel), against the FFT's spectra (L * L), and takes the FFT where the copy is 9
+    or more times larger; 16 or more in a first layer, because a first layer needs no input
+    gradient and im2col skips its costliest step there (col2im, or the second im2col). Where
+    both apply, a strided or first thin layer takes the bands (at stride 2 the FFT computes all
+    stride-1 outputs and discards three in four; a first layer has no input gradient) and any
+    other the FFT. im2col for the rest. The thresholds were read off `python bench.py
+    --conv-shapes` on a 2-core CPU (docs/speed.md).
     """
     h_out = conv_out_size(size, k, stride, pad)
     growth = h_out * h_out * k * k / fft_size(size + 2 * pad) ** 2
