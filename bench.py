@@ -176,7 +176,7 @@ def conv_shapes(arch, alpha, batch, kernel_size, steps, device):
     """Every distinct convolution of a net, timed alone by each method, as in training: forward
     and backward, with the input gradient except in the net's first layer, which needs none.
     Rows: (what, count in the net, {method: median seconds}, the method models.conv2d picks).
-    The bands are timed in the rule's tiles, 64 // F columns (at least 1) for every layer."""
+    The bands are timed in the rule's tiles, 64 // F output positions (at least 1), for every layer."""
     import models
 
     def band_layer(c, f, k, s, p, rng):

@@ -81,8 +81,8 @@ def test_band_conv2d(c_in, c_out, k, stride, pad, tile):
 
 
 def test_band_conv2d_float32_on_the_nets_shapes():
-    """S-CONV's first layer and a D-CONV stride-2 layer at batch 4, float32: within float32's
-    rounding of im2col, and float32 out."""
+    """S-CONV's first layer and two of D-CONV's layers (stride 2 and stride 1) at batch 4, float32:
+    within float32's rounding of im2col, and float32 out."""
     rng = np.random.default_rng(0)
     for c, f, k, s, p, h, tile in ((3, 8, 9, 2, 4, 32, 8), (8, 16, 3, 2, 1, 32, 4), (16, 16, 3, 1, 1, 16, 4)):
         x = rng.standard_normal((4, h, h, c), dtype=np.float32)
