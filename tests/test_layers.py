@@ -51,14 +51,20 @@ def test_fft_conv2d(c_in, c_out, k, stride, pad):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 7, 5, c_in))
     check_layer(models.FFTConv2d(c_in, c_out, k, stride, pad, np.random.default_rng(1), dtype=F64), x, 1e-7)
-    fft, plain = (cls(c_in, c_out, k, stride, pad, np.random.default_rng(1), dtype=F64)
-                  for cls in (models.FFTConv2d, models.Conv2d))
-    out = fft.forward(x)
+    assert_same_as_im2col(models.FFTConv2d(c_in, c_out, k, stride, pad, np.random.default_rng(1), dtype=F64), x)
+
+
+def assert_same_as_im2col(layer, x):
+    """layer, drawn from np.random.default_rng(1), gives Conv2d's output, dx and dW on x, also
+    without dx."""
+    plain = models.Conv2d(layer.W.shape[0] // layer.k ** 2, layer.W.shape[1], layer.k, layer.stride, layer.pad,
+                          np.random.default_rng(1), dtype=F64)
+    out = layer.forward(x)
     assert out.shape == plain.forward(x).shape and np.allclose(out, plain.forward(x), atol=1e-12)
-    dout = rng.standard_normal(out.shape)
-    assert np.allclose(fft.backward(dout), plain.backward(dout), atol=1e-12)
-    assert np.allclose(fft.dW, plain.dW, atol=1e-12)
-    assert fft.backward(dout, need_dx=False) is None and np.allclose(fft.dW, plain.dW, atol=1e-12)
+    dout = np.random.default_rng(2).standard_normal(out.shape)
+    assert np.allclose(layer.backward(dout), plain.backward(dout), atol=1e-12)
+    assert np.allclose(layer.dW, plain.dW, atol=1e-12)
+    assert layer.backward(dout, need_dx=False) is None and np.allclose(layer.dW, plain.dW, atol=1e-12)
 
 
 @pytest.mark.parametrize('tile', [1, 2, 3, 8])
@@ -71,13 +77,7 @@ def test_band_conv2d(c_in, c_out, k, stride, pad, tile):
     x = rng.standard_normal((2, 7, 5, c_in))
     band = models.BandConv2d(c_in, c_out, k, stride, pad, np.random.default_rng(1), tile=tile, dtype=F64)
     check_layer(band, x, 1e-7)
-    plain = models.Conv2d(c_in, c_out, k, stride, pad, np.random.default_rng(1), dtype=F64)
-    out = band.forward(x)
-    assert out.shape == plain.forward(x).shape and np.allclose(out, plain.forward(x), atol=1e-12)
-    dout = rng.standard_normal(out.shape)
-    assert np.allclose(band.backward(dout), plain.backward(dout), atol=1e-12)
-    assert np.allclose(band.dW, plain.dW, atol=1e-12)
-    assert band.backward(dout, need_dx=False) is None and np.allclose(band.dW, plain.dW, atol=1e-12)
+    assert_same_as_im2col(band, x)
 
 
 def test_band_conv2d_float32_on_the_nets_shapes():
