@@ -254,8 +254,8 @@ class BandConv2d(Conv2d):
     an F-column product far below its peak, and for layers of few channels the wider product
     more than pays for the extra arithmetic: on 2 cores S-CONV's first layer takes 7.9 ms a step
     this way against 17.4 by im2col, and D-CONV's convolutions 64.5 against 81.9
-    (`python bench.py --conv-shapes`, docs/speed.md). conv2d() picks it for layers of 32 or
-    fewer output channels, except the 1x1 ones and some of those it gives the FFT.
+    (`python bench.py --conv-shapes`, docs/speed.md). conv2d() picks it for thin layers (32 or
+    fewer output channels) and strided ones, except the 1x1 ones and those it gives the FFT.
 
     cols: (N*H'*tiles, k*span*C), tiles = ceil(W'/t); where t does not divide W', the last tile's
     extra outputs are computed and dropped. W_band: (k*span*C, t*F).
@@ -342,25 +342,30 @@ def conv2d(c_in, c_out, k, stride, pad, size, rng, dtype=np.float32, first=False
     FFTConv2d, whichever this rule expects to be fastest; all three hold the same weights in the
     same layout. first: the net's first layer, which needs no input gradient.
 
-    Bands for thin layers, 32 or fewer output channels, in tiles of t = 64 // F output positions,
-    so that the band matrix has t*F = 64 columns (or just under, where F does not divide 64);
-    not for a 1x1 convolution, whose band would be mostly zeros. The FFT for large kernels: the
-    rule weighs what grows with k*k in im2col, the size of its copy (H' * W' * k*k values per
-    image and channel), against the FFT's spectra (L * L), and takes the FFT where the copy is 9
-    or more times larger; 16 or more in a first layer, because a first layer needs no input
-    gradient and im2col skips its costliest step there (col2im, or the second im2col). Where
-    both apply, a strided or first thin layer takes the bands (at stride 2 the FFT computes all
-    stride-1 outputs and discards three in four; a first layer has no input gradient) and any
-    other the FFT. im2col for the rest. The thresholds were read off `python bench.py
+    Bands for thin layers (32 or fewer output channels) and strided ones, in tiles of
+    t = 64 // F output positions, so that the band matrix has t*F = 64 columns (or just under,
+    where F does not divide 64; a tile of one position where F > 64, whose gain is the input
+    gradient's row-wise adds); not for a 1x1 convolution, whose band would be mostly zeros.
+    The FFT for large kernels: the rule weighs what grows with k*k in im2col, the size of its
+    copy (H' * W' * k*k values per image and channel), against the FFT's spectra (L * L), and
+    takes the FFT where the copy is 10 or more times larger. The FFT has to beat the bands by
+    more where they skip work it does: a strided layer's FFT computes every stride-1 output and
+    keeps one in stride**2 (20 or more), and a first layer needs no input gradient (64 or more
+    against the bands, 16 against im2col, which skips its costliest step there: col2im, or the
+    second im2col). im2col for the rest. The thresholds were read off `python bench.py
     --conv-shapes` on a 2-core CPU (docs/speed.md).
     """
     h_out = conv_out_size(size, k, stride, pad)
     growth = h_out * h_out * k * k / fft_size(size + 2 * pad) ** 2
-    thin = c_out <= 32 and k > 1
-    if thin and (stride > 1 or first or growth < 9):
-        return BandConv2d(c_in, c_out, k, stride, pad, rng, tile=64 // c_out, dtype=dtype)
-    if growth >= (16 if first else 9):
+    banded = k > 1 and (c_out <= 32 or stride > 1)
+    if banded:
+        fft_from = 64 if first else 20 if stride > 1 else 10
+    else:
+        fft_from = 16 if first else 10
+    if growth >= fft_from:
         return FFTConv2d(c_in, c_out, k, stride, pad, rng, dtype=dtype)
+    if banded:
+        return BandConv2d(c_in, c_out, k, stride, pad, rng, tile=max(64 // c_out, 1), dtype=dtype)
     return Conv2d(c_in, c_out, k, stride, pad, rng, dtype=dtype)
 
 

@@ -117,14 +117,19 @@ def test_the_rule_picks_by_shape():
     rng = np.random.default_rng(0)
     pick = lambda *shape, first=False: type(models.conv2d(*shape, rng, first=first)).__name__  # noqa: E731
     assert pick(8, 8, 9, 1, 4, 32) == pick(16, 16, 9, 1, 4, 16) == pick(8, 8, 5, 1, 2, 32) == 'FFTConv2d'
-    assert pick(64, 64, 9, 2, 4, 32) == pick(3, 64, 5, 1, 2, 32, first=True) == 'FFTConv2d'
-    assert pick(8, 16, 9, 2, 4, 32) == pick(3, 8, 5, 1, 2, 32, first=True) == 'BandConv2d'  # thin, strided or first
-    assert pick(64, 64, 3, 1, 1, 8) == pick(32, 64, 3, 2, 1, 8) == pick(64, 64, 7, 1, 3, 4) == 'Conv2d'
+    assert pick(3, 64, 5, 1, 2, 32, first=True) == pick(64, 64, 13, 1, 6, 4) == 'FFTConv2d'  # growth 19.8, 10.6
+    assert pick(64, 64, 3, 1, 1, 8) == pick(64, 64, 7, 1, 3, 4) == pick(64, 64, 9, 1, 4, 4) == 'Conv2d'  # 9.0
     assert pick(8, 16, 1, 2, 0, 32) == pick(8, 8, 1, 1, 0, 32) == 'Conv2d'  # 1x1: a band would be all gaps
-    assert pick(8, 8, 3, 1, 1, 32) == pick(16, 32, 3, 2, 1, 16) == pick(8, 8, 5, 1, 2, 4) == 'BandConv2d'
-    assert pick(3, 8, 9, 2, 4, 32, first=True) == 'BandConv2d'  # S-CONV's first layer: no dx to pay for
+    assert pick(8, 8, 3, 1, 1, 32) == pick(16, 32, 3, 2, 1, 16) == pick(8, 8, 5, 1, 2, 4) == 'BandConv2d'  # thin
+    assert pick(32, 64, 3, 2, 1, 8) == pick(64, 128, 9, 2, 4, 8) == 'BandConv2d'  # strided
+    # where the bands skip work the FFT does, the FFT needs a larger growth: strided 20, first 64
+    assert pick(8, 16, 9, 2, 4, 32) == pick(8, 16, 13, 2, 6, 16) == 'BandConv2d'  # growth 13.0, 12.0
+    assert pick(8, 16, 15, 2, 7, 32) == pick(64, 64, 15, 2, 7, 32) == 'FFTConv2d'  # 25.0
+    assert pick(3, 8, 9, 2, 4, 32, first=True) == pick(3, 8, 9, 1, 4, 32, first=True) == 'BandConv2d'  # 13.0, 51.8
+    assert pick(3, 8, 15, 1, 7, 32, first=True) == 'FFTConv2d'  # 100
     tiles = {f: models.conv2d(8, f, 3, 1, 1, 32, rng).tile for f in (1, 8, 16, 20, 32)}
     assert tiles == {1: 64, 8: 8, 16: 4, 20: 3, 32: 2}  # 64 // F: products 64 columns wide, or nearly
+    assert models.conv2d(64, 128, 3, 2, 1, 8, rng).tile == 1
     kinds = lambda arch, k=3: {type(layer).__name__ for layer in models.leaves(models.build(arch, 8, kernel_size=k).layers)}  # noqa: E731
     assert 'FFTConv2d' not in kinds('s_conv') | kinds('d_conv') | kinds('resnet18')
     assert {'BandConv2d', 'Conv2d'} <= kinds('d_conv') & kinds('resnet18') and 'BandConv2d' in kinds('s_conv')
