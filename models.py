@@ -252,8 +252,8 @@ class BandConv2d(Conv2d):
     The product does span/k times im2col's arithmetic, but its copy is span/(k*t) of im2col's (a
     third for S-CONV's first layer) and its matrix has t*F columns instead of F. OpenBLAS runs
     an F-column product far below its peak, and for layers of few channels the wider product
-    more than pays for the extra arithmetic: on 2 cores S-CONV's first layer takes 7.9 ms a step
-    this way against 17.4 by im2col, and D-CONV's convolutions 64.5 against 81.9
+    more than pays for the extra arithmetic: on 2 cores S-CONV's first layer takes 6.3 ms a step
+    this way against 12.5 by im2col, and D-CONV's convolutions 39.7 against 53.5
     (`python bench.py --conv-shapes`, docs/speed.md). conv2d() picks it for thin layers (32 or
     fewer output channels) and strided ones, except the 1x1 ones and those it gives the FFT.
 
@@ -344,7 +344,7 @@ def conv2d(c_in, c_out, k, stride, pad, size, rng, dtype=np.float32, first=False
 
     Bands for thin layers (32 or fewer output channels) and strided ones, in tiles of
     t = 64 // F output positions, so that the band matrix has t*F = 64 columns (or just under,
-    where F does not divide 64; a tile of one position where F > 64, whose gain is the input
+    where F does not divide 64; a tile of one position where F > 32, whose gain is the input
     gradient's row-wise adds); not for a 1x1 convolution, whose band would be mostly zeros.
     The FFT for large kernels: the rule weighs what grows with k*k in im2col, the size of its
     copy (H' * W' * k*k values per image and channel), against the FFT's spectra (L * L), and
