@@ -50,9 +50,8 @@ def bincount(values, length):
     xp = get_array_module(values)
     if xp is np:
         return np.bincount(values, minlength=length)
-    import cupyx
-    counts = cupy.zeros(length, np.int32)  # scatter_add's atomics take int32, not int64
-    cupyx.scatter_add(counts, values, 1)
+    counts = cupy.zeros(length, np.int32)  # add.at's atomics take int32, not int64
+    cupy.add.at(counts, values, 1)
     return counts.astype(np.int64)
 
 
