@@ -243,7 +243,7 @@ def draw(policy, n, rng):
 def plan(policy, n, rng, size=(32, 32)):
     """Every draw the policy makes for a batch of n images of size (H, W), on the host and in the
     reference's order (draw(), then Cutout's centres as its ops come): a list of
-    (op name, image indices, values, Cutout centres or None), in the order they apply."""
+    (slot, op name, image indices, values, Cutout centres or None), in the order they apply."""
     _, op, value, applied = draw(policy, n, rng)
     steps = []
     for slot in range(op.shape[1]):
@@ -251,8 +251,25 @@ def plan(policy, n, rng, size=(32, 32)):
             which = np.flatnonzero(applied[:, slot] & (op[:, slot] == k))
             if len(which):
                 centres = _cutout_centres(len(which), *size, rng) if name == 'Cutout' else None
-                steps.append((name, which, value[which, slot], centres))
+                steps.append((slot, name, which, value[which, slot], centres))
     return steps
+
+
+def join(plans, n):
+    """The plans of consecutive batches of n images as one plan for the batches side by side:
+    the steps of one slot and op merged, so that each op runs once for them all. Each image still
+    meets its ops in its slots' order, and every op treats each image on its own, so the joined
+    plan gives each image what its own batch's plan gives it."""
+    parts = {}
+    for b, steps in enumerate(plans):
+        for slot, name, which, value, centres in steps:
+            parts.setdefault((slot, OPS.index(name)), []).append((which + b * n, value, centres))
+    joined = []
+    for (slot, k), part in sorted(parts.items()):
+        which, value, centres = zip(*part)
+        centres = None if centres[0] is None else tuple(np.concatenate(c) for c in zip(*centres))
+        joined.append((slot, OPS[k], np.concatenate(which), np.concatenate(value), centres))
+    return joined
 
 
 def apply_plan(x, steps):
@@ -262,7 +279,7 @@ def apply_plan(x, steps):
     op touches which image is decided on the host."""
     xp = get_array_module(x)
     x = x.copy()
-    for name, which, value, centres in steps:
+    for _, name, which, value, centres in steps:
         idx = xp.asarray(which)
         x[idx] = _op(name, x[idx], value, centres)
     return x

@@ -252,18 +252,25 @@ def test_same_seed_same_batches_and_resume():
 
 
 def test_an_epoch_is_its_batches_drawn_one_by_one(xp):
-    """epoch() draws the whole epoch at once and moves the draws to the device in one copy; each
-    batch is still the one batch() makes from its own (seed, epoch, step) generator, so a run
-    resumed at any step sees the same batches."""
+    """epoch() draws the whole epoch at once, moves the draws to the device in one copy and
+    augments data.GROUP batches at a time; each batch is still the one batch() makes from its own
+    (seed, epoch, step) generator, so a run resumed at any step sees the same batches. Batches of
+    4 make 12 a epoch: a whole group and a part of one, and resumed runs whose groups start
+    elsewhere."""
+    assert 50 // 4 > data.GROUP
     x, y = images(50), np.arange(50) % 10
     for kwargs in (dict(policy='fa_reduced_cifar10', cutout=16), dict(), dict(crop=False, flip=False), dict(flip=False)):
-        loader = data.Loader(x, y, 16, xp, mean=[100, 110, 120], std=[50, 60, 70], train=True, seed=4, **kwargs)
-        order = np.random.default_rng([4, 5]).permutation(50)
-        for step, (batch, labels) in enumerate(loader.epoch(5), start=0):
-            idx = order[step * 16:(step + 1) * 16]
-            want, want_labels = loader.batch(xp.asarray(idx), np.random.default_rng([4, 5, step]))
-            assert bool((batch == want).all()) and bool((labels == want_labels).all()), (kwargs, step)
-            assert np.array_equal(backend.to_numpy(labels), y[idx])
+        for batch_size, start in ((16, 0), (16, 2), (4, 0), (4, 3)):
+            loader = data.Loader(x, y, batch_size, xp, mean=[100, 110, 120], std=[50, 60, 70], train=True, seed=4,
+                                 **kwargs)
+            order = np.random.default_rng([4, 5]).permutation(50)
+            batches = list(loader.epoch(5, start))
+            assert len(batches) == len(loader) - start
+            for step, (batch, labels) in enumerate(batches, start=start):
+                idx = order[step * batch_size:(step + 1) * batch_size]
+                want, want_labels = loader.batch(xp.asarray(idx), np.random.default_rng([4, 5, step]))
+                assert bool((batch == want).all()) and bool((labels == want_labels).all()), (kwargs, batch_size, step)
+                assert np.array_equal(backend.to_numpy(labels), y[idx])
 
 
 def test_permutation_same_for_train_and_test():
