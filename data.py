@@ -333,7 +333,11 @@ def permute_pixels(x, permutation):
     return x.reshape(n, c, h * w)[:, :, permutation].reshape(n, c, h, w)
 
 
-GROUP = 8  # training batches augmented together (Loader.epoch)
+# Training batches augmented together by Loader.epoch, by backend. On a GPU each augmentation op
+# is a few kernel launches whatever the number of images, so a group of 8 launches each op once
+# where batches one at a time launch it 8 times; on a CPU a group of 8 is slower (docs/speed.md
+# measures both).
+GROUP = {'numpy': 1, 'cupy': 8}
 
 
 class Loader:
@@ -354,6 +358,7 @@ class Loader:
         self.policy = None if policy is None else faa.policy_arrays(faa.POLICIES[policy])
         self.crop, self.flip, self.cutout = crop, flip, cutout
         self.permutation = None if permutation is None else xp.asarray(permutation)
+        self.group = GROUP[xp.__name__]
 
     def __len__(self):
         n, b = len(self.labels), self.batch_size
@@ -368,25 +373,23 @@ class Loader:
             return
         # the epoch's order and every draw of its batches, made on the host now (each batch's from
         # its own (seed, epoch, step) generator, as batch() makes them) and moved to the device in
-        # one copy each: a batch then waits on no host-to-device copy but its policy's few
-        order = xp.asarray(np.random.default_rng([self.seed, epoch]).permutation(n))
+        # one copy each: a group of batches then waits on no host-to-device copy but its policy's
+        # indices and values
+        order = xp.asarray(np.random.default_rng([self.seed, epoch]).permutation(n))[start * b:]
         steps = range(start, len(self))
         plans, shifts, holes = zip(*[self.draws(b, np.random.default_rng([self.seed, epoch, step]))
                                      for step in steps]) if len(steps) else ((), (), ())
         shifts = xp.asarray(np.concatenate(shifts, axis=1)) if shifts and shifts[0] is not None else None
         holes = xp.asarray(np.concatenate(holes, axis=1)) if holes and holes[0] is not None else None
-        # GROUP batches are augmented together, as one batch of GROUP * b images: on a GPU each of
-        # the policy's ~30 ops a batch is a few small kernels whose launches cost more host time
-        # than their work (an S-FC alpha 150 epoch on TF32, H200: 1.85-2.28 s a batch at a time,
-        # 0.64 s in groups of 8; docs/speed.md). Every image is augmented on its own, so a group
-        # gives each batch what batch() would
-        for first in range(0, len(steps), GROUP):
-            count = min(GROUP, len(steps) - first)
-            images = slice(first * b, (first + count) * b)  # into the draws, which start at `start`
-            x, y = self.augment(order[(start + first) * b:(start + first + count) * b],
+        # self.group batches are augmented together, as one batch (GROUP says why); every image is
+        # augmented on its own, so each batch is still what batch() makes
+        for first in range(0, len(steps), self.group):
+            count = min(self.group, len(steps) - first)
+            group = slice(first * b, (first + count) * b)  # the group's images, in order and in the draws
+            x, y = self.augment(order[group],
                                 None if plans[0] is None else faa.join(plans[first:first + count], b),
-                                None if shifts is None else shifts[:, images],
-                                None if holes is None else holes[:, images])
+                                None if shifts is None else shifts[:, group],
+                                None if holes is None else holes[:, group])
             for i in range(count):
                 yield x[i * b:(i + 1) * b], y[i * b:(i + 1) * b]
 

@@ -260,14 +260,17 @@ def join(plans, n):
     the steps of one slot and op merged, so that each op runs once for them all. Each image still
     meets its ops in its slots' order, and every op treats each image on its own, so the joined
     plan gives each image what its own batch's plan gives it."""
-    parts = {}
-    for b, steps in enumerate(plans):
+    parts = {}  # (slot, op index) -> that step of each batch's plan
+    for i, steps in enumerate(plans):
         for slot, name, which, value, centres in steps:
-            parts.setdefault((slot, OPS.index(name)), []).append((which + b * n, value, centres))
+            parts.setdefault((slot, OPS.index(name)), []).append((which + i * n, value, centres))
     joined = []
-    for (slot, k), part in sorted(parts.items()):
+    for (slot, k), part in sorted(parts.items()):  # plan()'s order: by slot, then by op
         which, value, centres = zip(*part)
-        centres = None if centres[0] is None else tuple(np.concatenate(c) for c in zip(*centres))
+        if centres[0] is None:
+            centres = None
+        else:  # Cutout: the batches' cx side by side, and their cy
+            centres = tuple(np.concatenate(c) for c in zip(*centres))
         joined.append((slot, OPS[k], np.concatenate(which), np.concatenate(value), centres))
     return joined
 

@@ -253,16 +253,16 @@ def test_same_seed_same_batches_and_resume():
 
 def test_an_epoch_is_its_batches_drawn_one_by_one(xp):
     """epoch() draws the whole epoch at once, moves the draws to the device in one copy and
-    augments data.GROUP batches at a time; each batch is still the one batch() makes from its own
-    (seed, epoch, step) generator, so a run resumed at any step sees the same batches. Batches of
-    4 make 12 a epoch: a whole group and a part of one, and resumed runs whose groups start
-    elsewhere."""
-    assert 50 // 4 > data.GROUP
+    augments its batches in groups; each batch is still the one batch() makes from its own
+    (seed, epoch, step) generator, so a run resumed at any step sees the same batches. Groups of 5
+    batches of 4, 12 an epoch: whole groups and a part of one; resumed runs' groups start
+    elsewhere, and a run resumed at its epoch's end gets no batch. Batches of 16: one group."""
     x, y = images(50), np.arange(50) % 10
     for kwargs in (dict(policy='fa_reduced_cifar10', cutout=16), dict(), dict(crop=False, flip=False), dict(flip=False)):
-        for batch_size, start in ((16, 0), (16, 2), (4, 0), (4, 3)):
+        for batch_size, start in ((16, 0), (16, 2), (4, 0), (4, 3), (4, 12)):
             loader = data.Loader(x, y, batch_size, xp, mean=[100, 110, 120], std=[50, 60, 70], train=True, seed=4,
                                  **kwargs)
+            loader.group = 5
             order = np.random.default_rng([4, 5]).permutation(50)
             batches = list(loader.epoch(5, start))
             assert len(batches) == len(loader) - start
