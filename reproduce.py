@@ -98,8 +98,8 @@ def permutation(s):
 # cpu-claim's epochs by training-set size (50000: all 45k images): more epochs on fewer images
 CPU_CLAIM_EPOCHS = {5000: 400, 10000: 300, 50000: 100}
 # the layer-1 lambda of cpu-claim's later seeds, per (images, alpha) with crop + flip: seed 0 ran the whole grid,
-# each later seed SGD and the lambda that validation had chosen on seed 0 when that seed started
-# (seeds 3 and 4 where three pairs left the difference's interval holding zero)
+# each later seed SGD and one lambda, validation's choice on seed 0 (but seed 1 of 5k images at alpha 4: 1e-4,
+# where it chose 2e-4); seeds 3 and 4 where three pairs left the difference's interval holding zero
 CPU_CLAIM_LATER_SEEDS = {(5000, 4): (1e-4, 2e-4, 2e-4, 2e-4), (5000, 8): (2e-4, 2e-4),
                          (10000, 4): (1e-4, 1e-4, 1e-4, 1e-4), (10000, 8): (1e-4, 1e-4), (50000, 4): (2e-5, 2e-5)}
 
