@@ -474,8 +474,13 @@ class BatchNorm:
             var = self.running_var
             centred = rows - self._tiled(self.running_mean)
         self.rstd = 1 / (var + self.eps) ** 0.5  # (F,)
-        self.xhat = centred * self._tiled(self.rstd)  # (N, H*W*F)
-        return (self.xhat * self._tiled(self.gamma) + self._tiled(self.beta)).reshape(self.shape)
+        # in place where the array is this layer's own: BatchNorm's time goes to its passes over
+        # the activations, not to its arithmetic, and each new array is one more pass
+        self.xhat = centred  # (N, H*W*F)
+        self.xhat *= self._tiled(self.rstd)
+        out = self.xhat * self._tiled(self.gamma)
+        out += self._tiled(self.beta)
+        return out.reshape(self.shape)
 
     def backward(self, dout):
         rows = dout.reshape(dout.shape[0], -1)  # (N, H*W*F)
@@ -483,8 +488,9 @@ class BatchNorm:
         self.dbeta[...] = self._feature_sum(rows)
         # the compact form of dx: mean(dxhat) = gamma*dbeta/n, mean(dxhat*xhat) = gamma*dgamma/n
         n = self.count
-        dx = self._tiled(self.gamma * self.rstd) * (
-            rows - self._tiled(self.dbeta / n) - self.xhat * self._tiled(self.dgamma / n))
+        dx = rows - self._tiled(self.dbeta / n)
+        dx -= self.xhat * self._tiled(self.dgamma / n)
+        dx *= self._tiled(self.gamma * self.rstd)
         return dx.reshape(self.shape)
 
     def params(self):
